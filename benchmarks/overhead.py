@@ -1,0 +1,123 @@
+"""Per-task overhead: dagrun flows vs raw `client.submit`, on one LocalCluster, in one process.
+
+Scenarios: 2,000 independent trivial tasks; a chain of 300 dependent tasks; a map over 2,000
+items plus one reduce. Each is measured for raw Dask and for dagrun (best of N repeats) on
+the same cluster, and the ratio dagrun / raw is printed. Run for both scheduler settings:
+worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1).
+
+    python benchmarks/overhead.py [--repeats 3] [--saturation inf|1.1|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import dask
+import distributed
+
+from dagrun import flow, task
+from dagrun.executors import DaskExecutor
+
+
+def inc(x):
+    return x + 1
+
+
+def total(values):
+    return sum(values)
+
+
+inc_task = task(inc, name="inc")
+total_task = task(total, name="total")
+
+
+def raw_independent(client, n):
+    return client.gather([client.submit(inc, i, pure=False) for i in range(n)])
+
+
+def raw_chain(client, n):
+    future = client.submit(inc, 0, pure=False)
+    for _ in range(n - 1):
+        future = client.submit(inc, future, pure=False)
+    return future.result()
+
+
+def raw_map_reduce(client, n):
+    futures = client.map(inc, range(n), pure=False)
+    return client.submit(total, futures, pure=False).result()
+
+
+@flow
+def dagrun_independent(n: int):
+    return [inc_task(i) for i in range(n)]
+
+
+@flow
+def dagrun_chain(n: int):
+    future = inc_task(0)
+    for _ in range(n - 1):
+        future = inc_task(future)
+    return future
+
+
+@flow
+def dagrun_map_reduce(n: int):
+    return total_task(inc_task.map(range(n)))
+
+
+SCENARIOS = [
+    ("2,000 independent tasks", raw_independent, dagrun_independent, 2000),
+    ("chain of 300 tasks", raw_chain, dagrun_chain, 300),
+    ("map 2,000 + reduce", raw_map_reduce, dagrun_map_reduce, 2000),
+]
+
+
+def best_of(repeats, fn):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times)
+
+
+def measure(saturation: float, repeats: int) -> list[tuple[str, float, float]]:
+    with dask.config.set({"distributed.scheduler.worker-saturation": saturation}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=4, host="127.0.0.1", dashboard_address=":0"
+        )
+    client = distributed.Client(cluster)
+    executor = DaskExecutor(address=cluster.scheduler_address)
+    rows = []
+    try:
+        for label, raw, dagrun_flow, n in SCENARIOS:
+            flow_with_cluster = dagrun_flow.with_options(executor=executor)
+            raw(client, n), flow_with_cluster(n)  # warm up both paths
+            raw_best, _ = best_of(repeats, lambda: raw(client, n))
+            dag_best, _ = best_of(repeats, lambda: flow_with_cluster(n))
+            rows.append((label, raw_best, dag_best))
+    finally:
+        client.close()
+        cluster.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--saturation", choices=["inf", "1.1", "both"], default="both")
+    options = parser.parse_args()
+    settings = {"inf": [float("inf")], "1.1": [1.1], "both": [float("inf"), 1.1]}[options.saturation]
+    import logging
+
+    logging.getLogger("dagrun").setLevel(logging.WARNING)  # no per-run banner lines in the table
+    print(f"{'scenario':<26} {'saturation':>10} {'raw s':>8} {'dagrun s':>9} {'ratio':>6}")
+    for saturation in settings:
+        for label, raw_time, dag_time in measure(saturation, options.repeats):
+            print(f"{label:<26} {saturation:>10} {raw_time:8.3f} {dag_time:9.3f} {dag_time / raw_time:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Runs a flow: validate parameters -> enter executor -> run body (tasks submit as called)
+-> wait for every task -> resolve the return value -> final state.
+
+Policy
+- Parameters are validated before the executor starts, so bad input costs nothing.
+- A top-level flow run starts its executor and always shuts it down (errors, Ctrl-C too);
+  a subflow run shares its parent's executor session.
+- The run waits for every task it submitted, also those whose futures were dropped. The
+  first failed task decides the flow's failure: its exception is raised unchanged (with a
+  note naming the task); a crashed task makes the flow `Crashed`.
+- Flow retries re-run the body; task runs completed in the failed attempt (same task, same
+  call position, same inputs) are reused rather than recomputed.
+- Ctrl-C cancels the pending tasks, marks them `Cancelled` and re-raises KeyboardInterrupt.
+
+State kept: one `FlowRunEngine` per flow run, holding the executor session and the
+`TaskRunTracker` of the current attempt (`engine.tasks`, which task calls submit to).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+import uuid
+from typing import Any
+
+from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
+from dagrun.errors import CrashedError, FlowTimeoutError, ParameterValidationError
+from dagrun.executors import resolve_executor
+from dagrun.executors.base import ExecutorSession
+from dagrun.futures import TaskFuture
+from dagrun.logs import capture_prints, make_log_line, print_log_line
+from dagrun.parameters import bind_parameters
+from dagrun.states import State, StateType
+from dagrun.task_runs import TaskRunTracker
+
+
+def run_flow(flow: Any, args: tuple, kwargs: dict, *, return_state: bool = False, executor: Any = None) -> Any:
+    """Run `flow` once to a final state; return its value (or the `State` with return_state)."""
+    if _importing_main_in_spawned_worker():
+        # A worker process is re-importing the user's script (spawn start method). Running
+        # the flow here would start a cluster inside a worker; the driver runs it instead.
+        return None
+    try:
+        parameters = bind_parameters(flow.fn, flow.name, args, kwargs)
+        if flow.validate_parameters:
+            parameters = flow.parameter_validator.validate(parameters)
+    except ParameterValidationError as exc:
+        if return_state:
+            return State(StateType.FAILED, message=str(exc), exception=exc)
+        raise
+    parent = current_flow_run()
+    engine = FlowRunEngine(flow, parameters, parent)
+    if parent is not None:
+        state = engine.run(parent.engine.session)
+    else:
+        session = resolve_executor(executor, flow.executor).start(on_log=engine.on_log)
+        try:
+            state = engine.run(session)
+        finally:
+            session.shutdown()
+    return state if return_state else state.result()
+
+
+def _importing_main_in_spawned_worker() -> bool:
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+class FlowRunEngine:
+    """One flow run: its identity, its executor session and its task runs."""
+
+    def __init__(self, flow: Any, parameters: dict[str, Any], parent: FlowRunContext | None) -> None:
+        self.flow = flow
+        self.parameters = parameters
+        self.parent = parent
+        self.flow_run_id = uuid.uuid4().hex
+        self.flow_run_name = f"{flow.name}-{self.flow_run_id[:6]}"
+        self.session: ExecutorSession | None = None
+        self.tasks: TaskRunTracker | None = None
+        self.state = State(StateType.PENDING)
+        timeout = flow.timeout_seconds
+        own_deadline = None if timeout is None else time.monotonic() + timeout
+        parent_deadline = parent.engine.tasks.deadline if parent is not None else None
+        deadlines = [d for d in (own_deadline, parent_deadline) if d is not None]
+        self.deadline = min(deadlines) if deadlines else None
+
+    def on_log(self, line: dict) -> None:
+        """Every log line of this run (and its subflows), from any worker, arrives here."""
+        print_log_line(line)
+
+    def log(self, level: int, message: str) -> None:
+        sink = self.parent.log_sink if self.parent is not None else self.on_log
+        sink(make_log_line(self._context(), level, message, "dagrun.flow_run"))
+
+    def _context(self) -> FlowRunContext:
+        return FlowRunContext(
+            flow=self.flow,
+            flow_run_id=self.flow_run_id,
+            flow_run_name=self.flow_run_name,
+            engine=self,
+            log_sink=self.parent.log_sink if self.parent is not None else self.on_log,
+            log_prints=self.flow.log_prints,
+        )
+
+    def run(self, session: ExecutorSession) -> State:
+        self.session = session
+        where = f" on {session.address}" if session.address else ""
+        kind = "subflow run" if self.parent is not None else "flow run"
+        self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
+        started = time.time()
+        self.state = State(StateType.RUNNING, start_time=started)
+        policy = self.flow.retry_policy
+        reusable: dict = {}
+        attempt = 1
+        while True:
+            state = self._attempt(reusable, keep_completed=attempt <= policy.retries)
+            if state.is_completed() or state.is_cancelled() or attempt > policy.retries:
+                break
+            delay = policy.delay_for(attempt)
+            self.log(
+                logging.WARNING,
+                f"Retry {attempt}/{policy.retries} of flow '{self.flow.name}' in {delay:.1f} s "
+                f"after {type(state.exception).__name__}: {state.exception}",
+            )
+            reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.is_completed()}
+            time.sleep(delay)
+            attempt += 1
+        self.state = State(
+            state.type, message=state.message, data=state.data, exception=state.exception,
+            start_time=started, end_time=time.time(),
+        )
+        level = logging.INFO if self.state.is_completed() else logging.ERROR
+        self.log(level, f"Finished in state {self.state.name}" + (f": {self.state.message}" if self.state.message else ""))
+        return self.state
+
+    def _attempt(self, reusable: dict, keep_completed: bool) -> State:
+        """Run the body once and wait for its tasks; returns the attempt's final state."""
+        context = self._context()
+        tracker = TaskRunTracker(
+            self.session,
+            flow_run_id=self.flow_run_id,
+            flow_run_name=self.flow_run_name,
+            log_sink=context.log_sink,
+            log_prints=self.flow.log_prints,
+            keep_completed=keep_completed,
+            reusable=reusable,
+            deadline=self.deadline,
+        )
+        self.tasks = tracker
+        if self.flow.log_prints:
+            capture_prints()
+        try:
+            try:
+                with flow_run_scope(context):
+                    value = self.flow.fn(**self.parameters)
+                tracker._check_deadline()
+                tracker.wait_all()
+            except KeyboardInterrupt:
+                raise
+            except FlowTimeoutError:
+                raise
+            except Exception as exc:
+                tracker.wait_all()  # independent branches finish, so their work is kept
+                kind = StateType.CRASHED if isinstance(exc, CrashedError) else StateType.FAILED
+                return State(kind, message=_describe(exc), exception=exc)
+            failure = tracker.first_failure
+            if failure is not None:
+                kind = StateType.CRASHED if failure.state.type is StateType.CRASHED else StateType.FAILED
+                return State(kind, message=failure.state.message, exception=failure.state.exception)
+            return State(StateType.COMPLETED, data=resolve_futures(value, tracker))
+        except KeyboardInterrupt:
+            tracker.cancel()
+            self.state = State(StateType.CANCELLED, message="Cancelled by Ctrl-C")
+            self.log(logging.WARNING, f"Flow run '{self.flow_run_name}' cancelled: pending tasks cancelled")
+            raise
+        except FlowTimeoutError as exc:
+            tracker.cancel()
+            return State(StateType.FAILED, message=str(exc), exception=exc)
+
+
+def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
+    """`value` with TaskFutures nested in list/tuple/dict/set replaced by their results."""
+    futures: list[TaskFuture] = []
+    _collect(value, futures)
+    if not futures:
+        return value
+    results = dict(zip(map(id, futures), tracker.results(futures)))
+    return _rebuild(value, results)
+
+
+def _collect(value: Any, futures: list[TaskFuture]) -> None:
+    kind = type(value)
+    if kind is TaskFuture:
+        futures.append(value)
+    elif kind in (list, tuple, set, frozenset):
+        for item in value:
+            _collect(item, futures)
+    elif kind is dict:
+        for item in value.values():
+            _collect(item, futures)
+
+
+def _rebuild(value: Any, results: dict[int, Any]) -> Any:
+    kind = type(value)
+    if kind is TaskFuture:
+        return results[id(value)]
+    if kind in (list, tuple, set, frozenset):
+        return kind(_rebuild(item, results) for item in value)
+    if kind is dict:
+        return {key: _rebuild(item, results) for key, item in value.items()}
+    return value
+
+
+def _describe(exception: BaseException) -> str:
+    return f"{type(exception).__name__}: {exception}"

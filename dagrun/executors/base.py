@@ -1,0 +1,92 @@
+"""The executor seam: what the engine needs from anything that runs task calls.
+
+An `Executor` is a reusable description ("a local cluster", "the scheduler at this address");
+`start()` turns it into an `ExecutorSession` for one top-level flow run, and the session is
+shut down when the run ends. Handles returned by `submit` are the executor's own futures and
+are passed back as arguments to later `submit` calls, so data moves between workers without
+passing through the driver.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dagrun.runner import TaskCall
+
+Handle = Any
+"""An executor's future for one submitted call."""
+
+FINISHED, ERROR, CANCELLED, PENDING = "finished", "error", "cancelled", "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One task call ready for an executor."""
+
+    call: TaskCall
+    args: tuple
+    kwargs: dict
+    key: str
+    resources: dict[str, float] | None
+    after: list[Handle]
+
+
+class ExecutorSession(ABC):
+    """A started executor, able to run task calls until `shutdown()`."""
+
+    #: The scheduler address for the run record and messages (None when in-process).
+    address: str | None = None
+
+    @abstractmethod
+    def submit_many(self, submissions: Sequence[Submission]) -> list[Handle]:
+        """Start calls whose arguments hold upstream handles standing for their values.
+
+        One call per submission, sent together where the executor can (one scheduler
+        message for a whole `map`). A submission's `after` handles must finish first without
+        their data being passed (the `wait_for=` edges); if one fails, the call fails too.
+        """
+
+    @abstractmethod
+    def status(self, handle: Handle) -> str:
+        """One of FINISHED, ERROR, CANCELLED, PENDING; cheap, no network round trip."""
+
+    @abstractmethod
+    def wait(self, handles: Sequence[Handle], timeout: float | None) -> bool:
+        """Block until every handle is done; False if `timeout` expired first."""
+
+    @abstractmethod
+    def wait_any(self, handles: Sequence[Handle], timeout: float | None) -> None:
+        """Block until at least one handle is done or `timeout` expires."""
+
+    @abstractmethod
+    def exception(self, handle: Handle) -> BaseException:
+        """The exception of a handle whose status is ERROR."""
+
+    @abstractmethod
+    def gather(self, handles: Sequence[Handle]) -> list[Any]:
+        """The values of finished handles, fetched together."""
+
+    @abstractmethod
+    def cancel(self, handles: Iterable[Handle]) -> None:
+        """Cancel handles that have not finished."""
+
+    def is_infrastructure_error(self, exception: BaseException) -> bool:
+        """True when the failure came from the infrastructure, not from user code."""
+        return False
+
+    def shutdown(self) -> None:
+        """Release what `start()` acquired; must be safe to call more than once."""
+
+
+class Executor(ABC):
+    """A description of where tasks run; `start()` it once per top-level flow run."""
+
+    @abstractmethod
+    def start(self, on_log: Callable[[dict], None]) -> ExecutorSession:
+        """Acquire resources (cluster, client) and return a session that runs task calls.
+
+        `on_log` receives every log line produced by tasks, wherever they run.
+        """

@@ -1,0 +1,93 @@
+"""An in-process executor: every task call runs at once, in the driver, in call order.
+
+For debugging (a breakpoint in a task just works) and for fast unit tests. The semantics are
+the engine's, so retries, failure propagation and states behave as on Dask; only concurrency
+is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from dagrun.executors.base import ERROR, FINISHED, Executor, ExecutorSession, Submission
+from dagrun.runner import run_task
+
+
+class _Outcome:
+    """An already-finished call: its value or its exception."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+
+class _UpstreamError(Exception):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _resolve(value: Any) -> Any:
+    """Replace outcomes nested in `value` by their values (containers rebuilt, like Dask does)."""
+    kind = type(value)
+    if kind is _Outcome:
+        if value.error is not None:
+            raise _UpstreamError(value.error)
+        return value.value
+    if kind in (list, tuple, set, frozenset):
+        return kind(_resolve(item) for item in value)
+    if kind is dict:
+        return {key: _resolve(item) for key, item in value.items()}
+    return value
+
+
+class InProcessSession(ExecutorSession):
+    address = None
+
+    def __init__(self, on_log: Callable[[dict], None]) -> None:
+        self._on_log = on_log
+
+    def submit_many(self, submissions: Sequence[Submission]) -> list[_Outcome]:
+        return [self._run(submission) for submission in submissions]
+
+    def _run(self, submission: Submission) -> _Outcome:
+        try:
+            _resolve(submission.after)
+            args, kwargs = _resolve(submission.args), _resolve(submission.kwargs)
+        except _UpstreamError as upstream:
+            return _Outcome(error=upstream.error)
+        try:
+            return _Outcome(value=run_task(submission.call, args, kwargs, self._on_log))
+        except Exception as exc:
+            return _Outcome(error=exc)
+
+    def status(self, handle: _Outcome) -> str:
+        return ERROR if handle.error is not None else FINISHED
+
+    def wait(self, handles: Sequence[_Outcome], timeout: float | None) -> bool:
+        return True
+
+    def wait_any(self, handles: Sequence[_Outcome], timeout: float | None) -> None:
+        return None
+
+    def exception(self, handle: _Outcome) -> BaseException:
+        assert handle.error is not None  # the engine asks only for handles with status ERROR
+        return handle.error
+
+    def gather(self, handles: Sequence[_Outcome]) -> list[Any]:
+        return [handle.value for handle in handles]
+
+    def cancel(self, handles: Iterable[_Outcome]) -> None:
+        return None
+
+
+class InProcessExecutor(Executor):
+    """Run every task in the driver process, one after the other, as soon as it is called."""
+
+    def start(self, on_log: Callable[[dict], None]) -> InProcessSession:
+        return InProcessSession(on_log)
+
+    def __repr__(self) -> str:
+        return "InProcessExecutor()"

@@ -1,0 +1,129 @@
+"""Run loggers: log lines from flows and tasks, wherever they run, reach the driver's console.
+
+A line logged in a task becomes a plain dict handed to the run context's `log_sink`. On a
+Dask worker the sink forwards the dict to the driver; in the driver the sink prints it (and
+later stores it). `print` inside a task or flow with `log_prints=True` becomes an INFO line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import logging
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from dagrun.context import current_flow_run, current_task_run
+
+CONSOLE_LOGGER = "dagrun.runs"
+_original_print = builtins.print
+
+# Run loggers default to INFO in every process (workers included), whatever the root level;
+# DAGRUN_LOGGING_LEVEL or an explicit level on the "dagrun" logger changes that.
+if logging.getLogger("dagrun").level == logging.NOTSET:
+    logging.getLogger("dagrun").setLevel(os.environ.get("DAGRUN_LOGGING_LEVEL", "INFO").upper())
+
+
+class RunLogger(logging.LoggerAdapter):
+    """A logger bound to one flow or task run; its lines go to the run context's sink."""
+
+    def __init__(self, logger: logging.Logger, context: Any) -> None:
+        super().__init__(logger, {})
+        self.context = context
+
+    def log(self, level: int, msg: object, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        message = str(msg) % args if args else str(msg)
+        if exc_info:
+            if exc_info is True:
+                exc_info = sys.exc_info()
+            elif isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            message = message + "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
+        self.context.log_sink(make_log_line(self.context, level, message, self.logger.name))
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, exc_info=exc_info, **kwargs)
+
+
+def make_log_line(context: Any, level: int, message: str, logger: str = "dagrun") -> dict:
+    """The picklable form of one log line, for a flow or task run context."""
+    return {
+        "timestamp": time.time(),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        "flow_run_id": context.flow_run_id,
+        "flow_run_name": context.flow_run_name,
+        "task_run_id": getattr(context, "task_run_id", None),
+        "task_run_name": getattr(context, "task_run_name", None),
+    }
+
+
+def get_run_logger() -> logging.LoggerAdapter:
+    """The logger for the current task run or flow run; outside any run, a plain dagrun logger."""
+    context = current_task_run() or current_flow_run()
+    if context is None:
+        return logging.LoggerAdapter(logging.getLogger("dagrun"), {})
+    name = "dagrun.task_run" if hasattr(context, "task_run_id") else "dagrun.flow_run"
+    return RunLogger(logging.getLogger(name), context)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """`12:00:01.123 | INFO    | etl-3f9a1c | extract-0 - message`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        names = [n for n in (getattr(record, "flow_run_name", None), getattr(record, "task_run_name", None)) if n]
+        prefix = " | ".join(names)
+        text = f"{stamp}.{int(record.msecs):03d} | {record.levelname:<7} | {prefix} - {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def console_logger() -> logging.Logger:
+    """The driver's logger for run lines, given a stderr handler unless the user configured one."""
+    logger = logging.getLogger(CONSOLE_LOGGER)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(ConsoleFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    return logger
+
+
+def print_log_line(line: dict) -> None:
+    """Print one log line (from any worker) on the driver's console."""
+    logger = console_logger()
+    level = line["level"]
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(
+        logger.name, level, "", 0, line["message"], None, None,
+        extra={"flow_run_name": line.get("flow_run_name"), "task_run_name": line.get("task_run_name")},
+    )
+    record.created = line["timestamp"]
+    record.msecs = (line["timestamp"] % 1) * 1000
+    logger.handle(record)
+
+
+def _capturing_print(*values: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+    """`print` that becomes an INFO run-log line inside a run with `log_prints=True`."""
+    context = current_task_run() or current_flow_run()
+    if context is None or not context.log_prints or file not in (None, sys.stdout):
+        _original_print(*values, sep=sep, end=end, file=file, flush=flush)
+        return
+    buffer = io.StringIO()
+    _original_print(*values, sep=sep, end="", file=buffer)
+    context.log_sink(make_log_line(context, logging.INFO, buffer.getvalue(), "dagrun.print"))
+
+
+def capture_prints() -> None:
+    """Route `print` through run contexts (idempotent; a no-op outside `log_prints` runs)."""
+    if builtins.print is not _capturing_print:
+        builtins.print = _capturing_print

@@ -1,0 +1,100 @@
+"""The task wrapper: what actually executes on a worker (or in-process) for one task run.
+
+It sets the task-run context, runs the user's function under its retry policy and timeout,
+logs each retry, and checks that the returned value can travel to other workers. It imports
+nothing that needs the driver, the run history or a specific executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from dagrun.context import LogSink, TaskRunContext, task_run_scope
+from dagrun.errors import SerializationError
+from dagrun.logs import capture_prints, make_log_line
+from dagrun.retry import call_with_retries
+
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
+_CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
+_TRUSTED_MODULES = ("numpy", "pandas", "pyarrow", "scipy", "xarray")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCall:
+    """Everything a worker needs to run one task run, besides its arguments."""
+
+    task: Any
+    task_run_id: str
+    task_run_name: str
+    flow_run_id: str | None
+    flow_run_name: str | None
+    log_prints: bool
+
+
+def run_task(call: TaskCall, args: tuple, kwargs: dict, log_sink: LogSink) -> Any:
+    """Run one task run to its final outcome; exceptions from user code propagate unchanged."""
+    task = call.task
+    context = TaskRunContext(
+        task=task,
+        task_run_id=call.task_run_id,
+        task_run_name=call.task_run_name,
+        flow_run_id=call.flow_run_id,
+        flow_run_name=call.flow_run_name,
+        log_sink=log_sink,
+        log_prints=call.log_prints,
+    )
+    if call.log_prints:
+        capture_prints()
+
+    def on_retry(attempt: int, delay: float, exception: BaseException) -> None:
+        message = (
+            f"Retry {attempt}/{task.retry_policy.retries} of '{task.name}' in {delay:.1f} s "
+            f"after {type(exception).__name__}: {exception}"
+        )
+        log_sink(make_log_line(context, logging.WARNING, message, "dagrun.task_run"))
+
+    with task_run_scope(context):
+        value, _ = call_with_retries(
+            task.fn,
+            args,
+            kwargs,
+            policy=task.retry_policy,
+            timeout=task.timeout_seconds,
+            task=task,
+            on_retry=on_retry,
+        )
+    check_serializable(value, task.name)
+    return value
+
+
+def check_serializable(value: Any, task_name: str) -> None:
+    """Fail now, naming the type, if `value` could not be sent to another worker or the driver.
+
+    Plain data and array libraries' objects are trusted without a trial; anything else is
+    pickled once, which is what Dask would do anyway the first time the value moves.
+    """
+    kind = type(value)
+    if kind in _PLAIN_TYPES or kind.__module__.split(".")[0] in _TRUSTED_MODULES:
+        return
+    if kind in _CONTAINER_TYPES and _is_shallow_plain(value):
+        return
+    try:
+        cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"Task '{task_name}' returned a value of type '{kind.__module__}.{kind.__qualname__}' "
+            f"that cannot be serialized: {type(exc).__name__}: {exc}. Return plain data "
+            "(or an object that pickles) instead."
+        ) from None
+
+
+def _is_shallow_plain(value: Any, limit: int = 10_000) -> bool:
+    if len(value) > limit:
+        return False
+    items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+    return all(type(k) in _PLAIN_TYPES and type(v) in _PLAIN_TYPES for k, v in items)

@@ -1,0 +1,193 @@
+"""`@task`: a plain function that, inside a flow, runs as a tracked, retried Dask task.
+
+| where the call happens     | `my_task(x)` does                                          |
+|----------------------------|------------------------------------------------------------|
+| inside a running flow      | submits at once and returns a `TaskFuture`                 |
+| inside a task, or no flow  | runs in this process (with retries) and returns the value  |
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from dagrun.context import current_flow_run, current_task_run
+from dagrun.errors import ConfigError, DagrunError
+from dagrun.futures import TaskFuture
+from dagrun.logs import print_log_line
+from dagrun.retry import RetryPolicy
+from dagrun.runner import TaskCall, run_task
+from dagrun.task_runs import unmapped
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Task(Generic[P, R]):
+    """A function decorated with `@task`; `task.fn` is the undecorated function."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] = (),
+        version: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: Any = 0,
+        retry_jitter_factor: float | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        retry_condition_fn: Callable[[Any, BaseException], bool] | None = None,
+        timeout_seconds: float | None = None,
+        cache: bool = False,
+        cache_key_fn: Callable[..., str | None] | None = None,
+        cache_expiration: timedelta | float | None = None,
+        refresh_cache: bool = False,
+        result_serializer: str | None = None,
+        resources: dict[str, float] | None = None,
+        log_prints: bool | None = None,
+        on_completion: Iterable[Callable] = (),
+        on_failure: Iterable[Callable] = (),
+    ) -> None:
+        if not callable(fn):
+            raise ConfigError(f"@task needs a function, got {fn!r}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.description = description if description is not None else (fn.__doc__ or "").strip() or None
+        self.tags = frozenset(tags)
+        self.version = version
+        self.retry_policy = RetryPolicy(
+            retries=retries,
+            delay=retry_delay_seconds,
+            jitter_factor=retry_jitter_factor,
+            retry_on=retry_on,
+            condition=retry_condition_fn,
+        )
+        if timeout_seconds is not None and (not isinstance(timeout_seconds, (int, float)) or timeout_seconds <= 0):
+            raise ConfigError(f"timeout_seconds of task '{self.name}' must be a number > 0, got {timeout_seconds!r}")
+        self.timeout_seconds = timeout_seconds
+        self.cache = bool(cache or cache_key_fn is not None)
+        self.cache_key_fn = cache_key_fn
+        self.cache_expiration = cache_expiration
+        self.refresh_cache = refresh_cache
+        self.result_serializer = result_serializer
+        if resources is not None and not all(isinstance(v, (int, float)) for v in resources.values()):
+            raise ConfigError(f"resources of task '{self.name}' must map names to numbers, got {resources!r}")
+        self.resources = dict(resources) if resources else None
+        self.log_prints = log_prints
+        self.on_completion = tuple(on_completion)
+        self.on_failure = tuple(on_failure)
+        if self.cache:
+            raise NotImplementedError(
+                f"Task '{self.name}': cache=True / cache_key_fn need the result store, which is not "
+                "built yet; remove the caching options for now."
+            )
+        functools.update_wrapper(self, fn)
+
+    # ---------------------------------------------------------------- calling
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        flow_run = current_flow_run()
+        if flow_run is None or current_task_run() is not None:
+            return self._run_here(args, kwargs)
+        wait_for = kwargs.pop("wait_for", ()) if "wait_for" in kwargs and not self._takes("wait_for") else ()
+        return flow_run.engine.tasks.submit(self, args, kwargs, wait_for)  # type: ignore[return-value]
+
+    def submit(self, *args: P.args, wait_for: Iterable[TaskFuture] = (), **kwargs: P.kwargs) -> TaskFuture[R]:
+        """Submit a call in the running flow and return its future at once."""
+        return self._tracker("submit").submit(self, args, kwargs, wait_for)
+
+    def map(self, *args: Any, wait_for: Iterable[TaskFuture] = (), **kwargs: Any) -> list[TaskFuture[R]]:
+        """One call per item of the iterable arguments (`unmapped(x)` is passed whole)."""
+        tracker = self._tracker("map")
+        names = [f"argument {i + 1}" for i in range(len(args))] + [f"'{k}'" for k in kwargs]
+        values = [*args, *kwargs.values()]
+        lengths = {}
+        for label, value in zip(names, values):
+            if not isinstance(value, unmapped):
+                try:
+                    lengths[label] = len(value)
+                except TypeError:
+                    raise ConfigError(
+                        f"{self.name}.map(): {label} is not a sized iterable; wrap values passed "
+                        "whole in unmapped(...)"
+                    ) from None
+        if not lengths:
+            raise ConfigError(f"{self.name}.map() needs at least one iterable argument")
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{self.name}.map(): iterables differ in length: {lengths}")
+        count = next(iter(lengths.values()))
+        columns = [value.value if isinstance(value, unmapped) else list(value) for value in values]
+        mapped = [not isinstance(value, unmapped) for value in values]
+        keys = list(kwargs)
+        calls = []
+        for i in range(count):
+            row = [column[i] if is_mapped else column for column, is_mapped in zip(columns, mapped)]
+            calls.append((tuple(row[: len(args)]), dict(zip(keys, row[len(args):]))))
+        return tracker.submit_many(self, calls, wait_for)
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some decorator options changed."""
+        options = {**self._options(), **changes}
+        return Task(self.fn, **options)
+
+    # ---------------------------------------------------------------- helpers
+    def _options(self) -> dict[str, Any]:
+        policy = self.retry_policy
+        return {
+            "name": self.name, "description": self.description, "tags": self.tags,
+            "version": self.version, "retries": policy.retries,
+            "retry_delay_seconds": policy.delay, "retry_jitter_factor": policy.jitter_factor,
+            "retry_on": policy.retry_on, "retry_condition_fn": policy.condition,
+            "timeout_seconds": self.timeout_seconds, "cache": self.cache,
+            "cache_key_fn": self.cache_key_fn, "cache_expiration": self.cache_expiration,
+            "refresh_cache": self.refresh_cache, "result_serializer": self.result_serializer,
+            "resources": self.resources, "log_prints": self.log_prints,
+            "on_completion": self.on_completion, "on_failure": self.on_failure,
+        }
+
+    def _tracker(self, method: str) -> Any:
+        flow_run = current_flow_run()
+        if flow_run is None or current_task_run() is not None:
+            raise DagrunError(
+                f"{self.name}.{method}() needs a running flow: call it inside a @flow function, "
+                f"or call {self.name}(...) directly to run it in this process"
+            )
+        return flow_run.engine.tasks
+
+    def _takes(self, parameter: str) -> bool:
+        return parameter in inspect.signature(self.fn).parameters
+
+    def _run_here(self, args: tuple, kwargs: dict) -> R:
+        """Run in this process, with retries and timeout, outside any flow's task tracking."""
+        outer = current_task_run() or current_flow_run()
+        log_prints = self.log_prints if self.log_prints is not None else bool(outer and outer.log_prints)
+        call = TaskCall(
+            task=self,
+            task_run_id=uuid.uuid4().hex,
+            task_run_name=f"{self.name}-{uuid.uuid4().hex[:6]}",
+            flow_run_id=outer.flow_run_id if outer else None,
+            flow_run_name=outer.flow_run_name if outer else None,
+            log_prints=log_prints,
+        )
+        return run_task(call, args, kwargs, outer.log_sink if outer else print_log_line)
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r})"
+
+
+@overload
+def task(fn: Callable[P, R]) -> Task[P, R]: ...
+@overload
+def task(
+    fn: None = None, **options: Any
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    """Decorate a function as a task: bare `@task` or `@task(retries=3, ...)`."""
+    if fn is None:
+        return lambda function: Task(function, **options)
+    return Task(fn, **options)
