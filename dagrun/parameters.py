@@ -30,13 +30,13 @@ class ParameterValidator:
     def __init__(self, fn: Callable, flow_name: str) -> None:
         self.flow_name = flow_name
         try:  # resolve string annotations (`from __future__ import annotations`)
-            self._signature = inspect.signature(fn, eval_str=True)
+            self.signature = inspect.signature(fn, eval_str=True)
         except Exception:  # noqa: BLE001 - an unresolvable hint is validated as written
-            self._signature = inspect.signature(fn)
+            self.signature = inspect.signature(fn)
         self._model: Any = None
         self._hinted = {
             name
-            for name, parameter in self._signature.parameters.items()
+            for name, parameter in self.signature.parameters.items()
             if parameter.annotation is not inspect.Parameter.empty
             and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
         }
@@ -58,7 +58,7 @@ class ParameterValidator:
     def _build_model(self, pydantic: Any) -> Any:
         fields = {}
         for name in self._hinted:
-            parameter = self._signature.parameters[name]
+            parameter = self.signature.parameters[name]
             default = ... if parameter.default is inspect.Parameter.empty else parameter.default
             fields[name] = (parameter.annotation, default)
         return pydantic.create_model(
@@ -71,7 +71,7 @@ class ParameterValidator:
         problems = []
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"])
-            expected = self._signature.parameters[str(item["loc"][0])].annotation
+            expected = self.signature.parameters[str(item["loc"][0])].annotation
             expected_name = getattr(expected, "__name__", None) or str(expected)
             problems.append(
                 f"parameter '{name}' expected {expected_name}, got {item.get('input')!r} ({item['msg']})"

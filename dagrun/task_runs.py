@@ -121,7 +121,7 @@ class TaskRunTracker:
             run.future_ref = weakref.ref(future)
             futures.append(future)
             self.runs.append(run)
-            if self._keep_completed:
+            if self._keep_completed or self._reusable:
                 run.fingerprint = _fingerprint(run)
             previous = self._reusable.get((task.name, index))
             if previous is not None and self._reuse(run, previous):

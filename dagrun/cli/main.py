@@ -1,0 +1,69 @@
+"""`dagrun` commands. Each command prints one clear line on error and exits non-zero:
+2 for bad input or configuration, 1 for a failed run, 130 for Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from dagrun.errors import DagrunError
+
+
+class DagrunGroup(click.Group):
+    """Turns dagrun errors into one line on stderr and the error's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DagrunError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Cancelled.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=DagrunGroup)
+@click.version_option(package_name="dagrun")
+def cli() -> None:
+    """dagrun: plain Python functions as observable, resilient pipelines on Dask."""
+
+
+@cli.command()
+@click.argument("target", metavar="FILE[:FLOW]")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE", help="A flow parameter (repeatable).")
+@click.option("--address", help="Attach to a running Dask scheduler, e.g. tcp://127.0.0.1:8786.")
+@click.option("--cluster", help="A cluster config name (cluster_configs/NAME.yaml) or path.")
+def run(target: str, params: tuple[str, ...], address: str | None, cluster: str | None) -> None:
+    """Run a flow from a Python file."""
+    from dagrun.cli.loading import load_flows, parse_params, select_flow
+    from dagrun.engine import run_flow
+    from dagrun.errors import ConfigError
+
+    path, _, name = target.partition(":") if not target.endswith(".py") else (target, "", "")
+    if address and cluster:
+        raise ConfigError("Give --address or --cluster, not both")
+    flow = select_flow(load_flows(path), path, name or None)
+    parameters = parse_params(flow, params)
+    executor = None
+    if address or cluster:
+        from dagrun.executors.dask import DaskExecutor
+
+        executor = DaskExecutor(address=address) if address else DaskExecutor.from_config(cluster)
+    state = run_flow(flow, (), parameters, return_state=True, executor=executor)
+    if not state.is_completed():
+        error = state.exception
+        notes = "; ".join(getattr(error, "__notes__", []))
+        detail = f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
+        click.echo(f"Flow run {state.name.lower()}: {detail}", err=True)
+        sys.exit(130 if state.is_cancelled() else 1)
+
+
+def main() -> None:
+    cli(prog_name="dagrun")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Shared fixtures: the executors every behaviour test runs on, and process bookkeeping.
+
+`executor` runs a test twice: on the in-process executor and on a real LocalCluster with
+worker processes (shared by the session, so tests do not pay a cluster start each).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import distributed
+import psutil
+import pytest
+
+from dagrun.executors import DaskExecutor, InProcessExecutor
+from dagrun.logs import console_logger
+
+
+@pytest.fixture(autouse=True)
+def dagrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own DAGRUN_HOME, so no state leaks between tests."""
+    home = tmp_path / "dagrun-home"
+    monkeypatch.setenv("DAGRUN_HOME", str(home))
+    monkeypatch.delenv("DAGRUN_CLUSTER", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[distributed.LocalCluster]:
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1", dashboard_address=":0"
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["in_process", "dask"])
+def executor(request: pytest.FixtureRequest):
+    """The same behaviour suite on both executors."""
+    if request.param == "in_process":
+        return InProcessExecutor()
+    return DaskExecutor(address=request.getfixturevalue("local_cluster").scheduler_address)
+
+
+@pytest.fixture
+def dask_executor(local_cluster: distributed.LocalCluster) -> DaskExecutor:
+    return DaskExecutor(address=local_cluster.scheduler_address)
+
+
+class CallLog:
+    """Counts task executions across processes by appending lines to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch()
+
+    def record(self, text: str) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(f"{text}\n")
+
+    def lines(self) -> list[str]:
+        return self.path.read_text().splitlines()
+
+    def count(self, text: str) -> int:
+        return self.lines().count(text)
+
+
+@pytest.fixture
+def calls(tmp_path: Path) -> CallLog:
+    return CallLog(tmp_path / "calls.log")
+
+
+def child_processes() -> set[int]:
+    return {child.pid for child in psutil.Process(os.getpid()).children(recursive=True)}
+
+
+def wait_until_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
+    """The pids among `pids` still alive after waiting up to `timeout` for them to exit."""
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=timeout)
+    return {p.pid for p in alive}
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def run_logs() -> Iterator[list[logging.LogRecord]]:
+    """Log records of flow and task runs as they reach the driver's console logger."""
+    logger = console_logger()
+    handler = _ListHandler()
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
