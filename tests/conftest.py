@@ -78,13 +78,28 @@ def calls(tmp_path: Path) -> CallLog:
 
 
 def child_processes() -> set[int]:
-    return {child.pid for child in psutil.Process(os.getpid()).children(recursive=True)}
+    """Our descendant processes, except multiprocessing's resource tracker: a singleton that
+    the stdlib starts once per process and that exits with it (it is not a worker)."""
+    pids = set()
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids
 
 
 def wait_until_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
     """The pids among `pids` still alive after waiting up to `timeout` for them to exit."""
-    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=timeout)
-    return {p.pid for p in alive}
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return {process.pid for process in alive}
 
 
 class _ListHandler(logging.Handler):

@@ -55,6 +55,8 @@ def run(target: str, params: tuple[str, ...], address: str | None, cluster: str 
     state = run_flow(flow, (), parameters, return_state=True, executor=executor)
     if not state.is_completed():
         error = state.exception
+        if isinstance(error, DagrunError) and error.exit_code == 2:
+            raise error  # bad input: one "Error: ..." line, exit 2
         notes = "; ".join(getattr(error, "__notes__", []))
         detail = f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
         click.echo(f"Flow run {state.name.lower()}: {detail}", err=True)

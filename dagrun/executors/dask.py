@@ -27,6 +27,12 @@ from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
+from dagrun.cluster_config import (
+    check_address_allowed,
+    import_cluster_class,
+    load_cluster_config,
+    security_kwargs,
+)
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
 from dagrun.runner import TaskCall, run_task
@@ -179,13 +185,16 @@ class DaskExecutor(Executor):
         adapt: Mapping[str, int] | None = None,
         security: Any = None,
         *,
+        insecure: bool = False,
         connect_timeout: float = 60.0,
         source: str = "DaskExecutor(...)",
     ) -> None:
         if address is not None and cluster is not None:
             raise ConfigError(f"{source}: give either address= or cluster=, not both")
-        if address is not None and not isinstance(address, str):
-            raise ConfigError(f"{source}: address must be a string like 'tcp://host:8786', got {address!r}")
+        if address is not None:
+            if not isinstance(address, str):
+                raise ConfigError(f"{source}: address must be a string like 'tls://host:8786', got {address!r}")
+            check_address_allowed(address, tls=security is not None, insecure=insecure, source=source)
         self.address = address
         self.cluster = cluster
         self.cluster_kwargs = dict(cluster_kwargs or {})
@@ -197,26 +206,18 @@ class DaskExecutor(Executor):
     @classmethod
     def from_config(cls, name_or_path: str) -> DaskExecutor:
         """Build from `cluster_configs/<name>.yaml` (or a path); errors name the file and key."""
-        from dagrun.cluster_config import load_cluster_config
-
         return cls.from_cluster_config(load_cluster_config(name_or_path))
 
     @classmethod
     def from_cluster_config(cls, config: Any) -> DaskExecutor:
-        from dagrun.cluster_config import check_address_allowed, security_kwargs
-
         kwargs = security_kwargs(config)
-        security = distributed.Security(**kwargs) if kwargs else None
-        if config.address is not None:
-            check_address_allowed(
-                config.address, tls=security is not None, insecure=config.insecure, source=config.source
-            )
         return cls(
             address=config.address,
             cluster=config.cluster_class,
             cluster_kwargs=config.cluster_kwargs,
             adapt=config.adapt,
-            security=security,
+            security=distributed.Security(**kwargs) if kwargs else None,
+            insecure=config.insecure,
             connect_timeout=config.connect_timeout,
             source=config.source,
         )
@@ -256,8 +257,6 @@ class DaskExecutor(Executor):
             if isinstance(self.cluster, type):
                 cluster_class = self.cluster
             else:
-                from dagrun.cluster_config import import_cluster_class
-
                 cluster_class = import_cluster_class(self.cluster, source=self.source)
             return cluster_class(**self.cluster_kwargs)
 
