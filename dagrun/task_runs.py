@@ -28,7 +28,7 @@ from typing import Any
 from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, UpstreamFailedError
 from dagrun.executors.base import CANCELLED, FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.futures import TaskFuture
-from dagrun.runner import TaskCall
+from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
 
 SWEEP_EVERY = 512
@@ -48,19 +48,18 @@ class TaskRun:
     """The driver's record of one task run; mutated only by `TaskRunTracker`."""
 
     __slots__ = (
-        "id", "name", "task", "index", "state", "handle", "upstream", "generation",
+        "id", "task", "index", "state", "handle", "upstream", "generation",
         "upstream_generations", "args", "kwargs", "wait_for", "resubmits", "future_ref",
         "fingerprint",
     )
 
-    def __init__(self, task: Any, name: str, index: int, args: tuple, kwargs: dict) -> None:
+    def __init__(self, task: Any, index: int, args: tuple, kwargs: dict) -> None:
         self.id = uuid.uuid4().hex
         self.task = task
-        self.name = name
         self.index = index
-        self.state = State(StateType.PENDING)
+        self.state = _SUBMITTED
         self.handle: Any = None
-        self.upstream: list[TaskRun] = []
+        self.upstream: tuple[TaskRun, ...] = ()
         self.generation = 0
         self.upstream_generations: tuple[int, ...] = ()
         self.args: tuple | None = args
@@ -69,6 +68,14 @@ class TaskRun:
         self.resubmits = 0
         self.future_ref: Callable[[], TaskFuture | None] = _dead_ref
         self.fingerprint: str | None = None
+
+    @property
+    def name(self) -> str:
+        """`<task name>-<n>`: the n-th call of this task in its flow run."""
+        return f"{self.task.name}-{self.index}"
+
+
+_SUBMITTED = State(StateType.PENDING, timestamp=0.0)  # shared: 20,000 runs need not each own one
 
 
 def _dead_ref() -> None:
@@ -102,7 +109,7 @@ class TaskRunTracker:
         self._call_counts: dict[str, int] = {}
         self._keep_completed = keep_completed  # flow retries reuse completed runs' handles
         self._reusable = reusable or {}
-        self._logger = logging.getLogger("dagrun.task_run")
+        self._specs: dict[Any, TaskSpec] = {}
 
     # ---------------------------------------------------------------- submission
     def submit(self, task: Any, args: tuple, kwargs: dict, wait_for: Iterable[Any] = ()) -> TaskFuture:
@@ -115,7 +122,7 @@ class TaskRunTracker:
         for args, kwargs in calls:
             index = self._call_counts.get(task.name, 0)
             self._call_counts[task.name] = index + 1
-            run = TaskRun(task, f"{task.name}-{index}", index, args, kwargs)
+            run = TaskRun(task, index, args, kwargs)
             run.wait_for = wait_for
             future = TaskFuture(run, self)
             run.future_ref = weakref.ref(future)
@@ -146,23 +153,23 @@ class TaskRunTracker:
         kwargs = _substitute(run.kwargs, upstream)
         ordering: list[TaskRun] = []
         _substitute(run.wait_for, ordering)
-        run.upstream = upstream + ordering
+        run.upstream = (*upstream, *ordering)
         run.upstream_generations = tuple(up.generation for up in run.upstream)
         blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
         if blocked is not None:
             self._set_state(run, self._not_run_state(run, blocked))
             return None
-        call = TaskCall(
-            task=run.task,
-            task_run_id=run.id,
-            task_run_name=run.name,
-            flow_run_id=self.flow_run_id,
-            flow_run_name=self.flow_run_name,
-            log_prints=self.log_prints if run.task.log_prints is None else run.task.log_prints,
-        )
         return Submission(
-            call, args, kwargs, f"{run.task.name}-{run.id}", run.task.resources, [up.handle for up in ordering]
+            self._spec(run.task), run.id, run.index, args, kwargs,
+            f"{run.task.name}-{run.id}", run.task.resources, [up.handle for up in ordering],
         )
+
+    def _spec(self, task: Any) -> TaskSpec:
+        spec = self._specs.get(task)
+        if spec is None:
+            log_prints = self.log_prints if task.log_prints is None else task.log_prints
+            spec = self._specs[task] = TaskSpec(task, self.flow_run_id, self.flow_run_name, log_prints)
+        return spec
 
     def _dispatch(self, run: TaskRun) -> bool:
         """Submit `run` on its own; False when it cannot run (an upstream failed)."""

@@ -20,7 +20,7 @@ from dagrun.errors import ConfigError, DagrunError
 from dagrun.futures import TaskFuture
 from dagrun.logs import print_log_line
 from dagrun.retry import RetryPolicy
-from dagrun.runner import TaskCall, run_task
+from dagrun.runner import TaskSpec, run_task
 from dagrun.task_runs import unmapped
 
 P = ParamSpec("P")
@@ -166,15 +166,11 @@ class Task(Generic[P, R]):
         """Run in this process, with retries and timeout, outside any flow's task tracking."""
         outer = current_task_run() or current_flow_run()
         log_prints = self.log_prints if self.log_prints is not None else bool(outer and outer.log_prints)
-        call = TaskCall(
-            task=self,
-            task_run_id=uuid.uuid4().hex,
-            task_run_name=f"{self.name}-{uuid.uuid4().hex[:6]}",
-            flow_run_id=outer.flow_run_id if outer else None,
-            flow_run_name=outer.flow_run_name if outer else None,
-            log_prints=log_prints,
+        spec = TaskSpec(
+            self, outer.flow_run_id if outer else None, outer.flow_run_name if outer else None, log_prints
         )
-        return run_task(call, args, kwargs, outer.log_sink if outer else print_log_line)
+        run_id = uuid.uuid4().hex
+        return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else print_log_line)
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"

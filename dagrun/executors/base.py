@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagrun.runner import TaskCall
+from dagrun.runner import TaskSpec
 
 Handle = Any
 """An executor's future for one submitted call."""
@@ -26,7 +26,9 @@ FINISHED, ERROR, CANCELLED, PENDING = "finished", "error", "cancelled", "pending
 class Submission:
     """One task call ready for an executor."""
 
-    call: TaskCall
+    spec: TaskSpec
+    task_run_id: str
+    index: int
     args: tuple
     kwargs: dict
     key: str

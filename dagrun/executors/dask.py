@@ -35,7 +35,7 @@ from dagrun.cluster_config import (
 )
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
-from dagrun.runner import TaskCall, run_task
+from dagrun.runner import TaskSpec, run_task
 
 LOG_TOPIC = "dagrun-logs"
 THREADS_PER_WORKER = 4
@@ -56,8 +56,16 @@ def _forward_log(line: dict) -> None:
     worker.log_event(LOG_TOPIC, line)
 
 
-def _run_on_worker(call: TaskCall, args: tuple, kwargs: dict, _after: Any = None) -> Any:
-    return run_task(call, args, kwargs, _forward_log)
+def _run_on_worker(spec: TaskSpec, task_run_id: str, index: int, *args: Any) -> Any:
+    return run_task(spec, task_run_id, index, args, {}, _forward_log)
+
+
+def _run_on_worker_with_kwargs(spec: TaskSpec, task_run_id: str, index: int, kwargs: dict, *args: Any) -> Any:
+    return run_task(spec, task_run_id, index, args, kwargs, _forward_log)
+
+
+def _run_after(spec: TaskSpec, task_run_id: str, index: int, kwargs: dict, _markers: list, *args: Any) -> Any:
+    return run_task(spec, task_run_id, index, args, kwargs, _forward_log)
 
 
 async def _wait_done(futures: Sequence[distributed.Future], timeout: float | None, return_when: str) -> None:
@@ -92,37 +100,56 @@ class DaskSession(ExecutorSession):
         self.client = client
         self._cluster = cluster  # closed on shutdown only when this session created it
         self.address = client.scheduler.address
+        self._shared_specs: dict[int, tuple[TaskSpec, distributed.Future]] = {}
         client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
-        plain = [s for s in submissions if not s.after]
-        if len(plain) == len(submissions) and len({_resource_key(s) for s in plain}) == 1:
-            # One graph update for the whole batch: much cheaper than one submit per call.
+        first = submissions[0]
+        uniform = all(
+            not s.after and len(s.args) == len(first.args) and s.resources == first.resources
+            for s in submissions
+        )
+        if len(submissions) > 1 and uniform:
+            # One graph update for the whole batch (a `map`): much cheaper than a submit per call.
+            spec = self._shared(first.spec)
+            with_kwargs = any(s.kwargs for s in submissions)
             return self.client.map(
-                _run_on_worker,
-                [s.call for s in plain],
-                [s.args for s in plain],
-                [s.kwargs for s in plain],
-                key=[s.key for s in plain],
+                _run_on_worker_with_kwargs if with_kwargs else _run_on_worker,
+                [spec] * len(submissions),
+                [s.task_run_id for s in submissions],
+                [s.index for s in submissions],
+                *([[s.kwargs for s in submissions]] if with_kwargs else []),
+                *zip(*(s.args for s in submissions)),
+                key=[s.key for s in submissions],
                 pure=False,
-                resources=plain[0].resources,
+                resources=first.resources,
             )
         return [self._submit_one(submission) for submission in submissions]
 
+    def _shared(self, spec: TaskSpec) -> distributed.Future:
+        """The spec as Dask data, scattered to the workers once and passed by key to each call."""
+        entry = self._shared_specs.get(id(spec))
+        if entry is None:
+            future = self.client.scatter(spec, broadcast=True, hash=False)
+            entry = self._shared_specs[id(spec)] = (spec, future)  # holding spec pins its id
+        return entry[1]
+
     def _submit_one(self, s: Submission) -> distributed.Future:
+        spec = self._shared(s.spec)
+        options = {"key": s.key, "pure": False, "resources": s.resources}
         if not s.after:
-            return self.client.submit(
-                _run_on_worker, s.call, s.args, s.kwargs, key=s.key, pure=False, resources=s.resources
-            )
+            if s.kwargs:
+                return self.client.submit(
+                    _run_on_worker_with_kwargs, spec, s.task_run_id, s.index, s.kwargs, *s.args, **options
+                )
+            return self.client.submit(_run_on_worker, spec, s.task_run_id, s.index, *s.args, **options)
         # A marker runs next to each upstream result and returns None, so the call waits for
         # it without the upstream data being copied to the call's worker.
         markers = [
             self.client.submit(_ordering_marker, handle, key=f"wait_for-{uuid.uuid4().hex}", pure=False)
             for handle in s.after
         ]
-        return self.client.submit(
-            _run_on_worker, s.call, s.args, s.kwargs, markers, key=s.key, pure=False, resources=s.resources
-        )
+        return self.client.submit(_run_after, spec, s.task_run_id, s.index, s.kwargs, markers, *s.args, **options)
 
     def status(self, handle: distributed.Future) -> str:
         return _STATUS.get(handle.status, PENDING)
@@ -157,6 +184,7 @@ class DaskSession(ExecutorSession):
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster
         self._cluster = None
+        self._shared_specs.clear()
         try:
             client.unsubscribe_topic(LOG_TOPIC)
         except Exception:  # noqa: BLE001 - the connection may already be gone

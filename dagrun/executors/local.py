@@ -59,7 +59,9 @@ class InProcessSession(ExecutorSession):
         except _UpstreamError as upstream:
             return _Outcome(error=upstream.error)
         try:
-            return _Outcome(value=run_task(submission.call, args, kwargs, self._on_log))
+            return _Outcome(value=run_task(
+                submission.spec, submission.task_run_id, submission.index, args, kwargs, self._on_log
+            ))
         except Exception as exc:
             return _Outcome(error=exc)
 
