@@ -1,11 +1,10 @@
 """dagrun: plain Python functions as observable, resilient pipelines on Dask."""
 
 from dagrun.flows import Flow, flow
-from dagrun.futures import TaskFuture
+from dagrun.futures import TaskFuture, unmapped
 from dagrun.logs import get_run_logger
 from dagrun.retry import exponential_backoff
 from dagrun.states import State, StateType
-from dagrun.task_runs import unmapped
 from dagrun.tasks import Task, task
 
 __version__ = "0.1.0"

@@ -28,11 +28,10 @@ from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
 from dagrun.errors import CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
 from dagrun.executors.base import ExecutorSession
-from dagrun.futures import TaskFuture
 from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.parameters import bind_parameters
 from dagrun.states import State, StateType
-from dagrun.task_runs import TaskRunTracker
+from dagrun.task_runs import TaskRunTracker, resolve_futures
 
 
 def run_flow(flow: Any, args: tuple, kwargs: dict, *, return_state: bool = False, executor: Any = None) -> Any:
@@ -76,6 +75,9 @@ class FlowRunEngine:
         self.flow_run_id = uuid.uuid4().hex
         self.flow_run_name = f"{flow.name}-{self.flow_run_id[:6]}"
         self.session: ExecutorSession | None = None
+        # Filled by workers' result records; shared with subflows, whose records arrive here too.
+        self.content_hashes: dict[str, str] = parent.engine.content_hashes if parent is not None else {}
+        self.result_storage = flow.result_storage or (parent.engine.result_storage if parent else None)
         self.tasks: TaskRunTracker | None = None
         self.state = State(StateType.PENDING)
         timeout = flow.timeout_seconds
@@ -85,7 +87,11 @@ class FlowRunEngine:
         self.deadline = min(deadlines) if deadlines else None
 
     def on_log(self, line: dict) -> None:
-        """Every log line of this run (and its subflows), from any worker, arrives here."""
+        """Every record of this run (and its subflows), from any worker, arrives here: log
+        lines, and `result` records (a cached result's checksum) that downstream keys need."""
+        if line.get("kind") == "result":
+            self.content_hashes[line["task_run_id"]] = line["checksum"]
+            return
         print_log_line(line)
 
     def log(self, level: int, message: str) -> None:
@@ -122,9 +128,11 @@ class FlowRunEngine:
                 f"Retry {attempt}/{policy.retries} of flow '{self.flow.name}' in {delay:.1f} s "
                 f"after {type(state.exception).__name__}: {state.exception}",
             )
-            reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.is_completed()}
+            reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             time.sleep(delay)
             attempt += 1
+        if self.tasks.planner is not None:
+            self.tasks.planner.save_explanations()
         self.state = State(
             state.type, message=state.message, data=state.data, exception=state.exception,
             start_time=started, end_time=time.time(),
@@ -145,6 +153,9 @@ class FlowRunEngine:
             keep_completed=keep_completed,
             reusable=reusable,
             deadline=self.deadline,
+            flow_name=self.flow.name,
+            result_storage=self.result_storage,
+            content_hashes=self.content_hashes,
         )
         self.tasks = tracker
         if self.flow.log_prints:
@@ -153,7 +164,7 @@ class FlowRunEngine:
             try:
                 with flow_run_scope(context):
                     value = self.flow.fn(**self.parameters)
-                tracker._check_deadline()
+                tracker.check_deadline()
                 tracker.wait_all()
             except KeyboardInterrupt:
                 raise
@@ -176,39 +187,6 @@ class FlowRunEngine:
         except FlowTimeoutError as exc:
             tracker.cancel()
             return State(StateType.FAILED, message=str(exc), exception=exc)
-
-
-def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
-    """`value` with TaskFutures nested in list/tuple/dict/set replaced by their results."""
-    futures: list[TaskFuture] = []
-    _collect(value, futures)
-    if not futures:
-        return value
-    results = dict(zip(map(id, futures), tracker.results(futures)))
-    return _rebuild(value, results)
-
-
-def _collect(value: Any, futures: list[TaskFuture]) -> None:
-    kind = type(value)
-    if kind is TaskFuture:
-        futures.append(value)
-    elif kind in (list, tuple, set, frozenset):
-        for item in value:
-            _collect(item, futures)
-    elif kind is dict:
-        for item in value.values():
-            _collect(item, futures)
-
-
-def _rebuild(value: Any, results: dict[int, Any]) -> Any:
-    kind = type(value)
-    if kind is TaskFuture:
-        return results[id(value)]
-    if kind in (list, tuple, set, frozenset):
-        return kind(_rebuild(item, results) for item in value)
-    if kind is dict:
-        return {key: _rebuild(item, results) for key, item in value.items()}
-    return value
 
 
 def _describe(exception: BaseException) -> str:

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
+class unmapped:  # noqa: N801 - named like Prefect's, used as a marker in calls
+    """Wrap an argument of `task.map(...)` that is passed whole to every call."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class TaskFuture(Generic[R]):
     """The eventual result of one task run.
 

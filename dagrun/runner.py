@@ -15,7 +15,11 @@ from typing import Any
 import cloudpickle
 
 from dagrun.context import LogSink, TaskRunContext, task_run_scope
-from dagrun.errors import SerializationError
+from dagrun.caching import expiry_time
+from dagrun.errors import ResultStoreError, SerializationError
+from dagrun.hashing import content_hash
+from dagrun.results import CacheMiss, ResultStore
+from dagrun.results.serializers import dumps
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
 
@@ -36,13 +40,21 @@ class TaskSpec:
     flow_run_id: str | None
     flow_run_name: str | None
     log_prints: bool
+    store: ResultStore | None = None  # where a cached task's worker writes its result
 
 
 def run_task(
-    spec: TaskSpec, task_run_id: str, index: int | str, args: tuple, kwargs: dict, log_sink: LogSink
+    spec: TaskSpec,
+    task_run_id: str,
+    index: int | str,
+    args: tuple,
+    kwargs: dict,
+    log_sink: LogSink,
+    cache_key: str | None = None,
 ) -> Any:
     """Run task run `<task name>-<index>` to its final outcome; exceptions from user code
-    propagate unchanged."""
+    propagate unchanged. With a `cache_key`, the result is also written to the spec's store
+    and a `result` record (checksum, size: no data) goes to the sink for the driver."""
     task = spec.task
     context = TaskRunContext(
         task=task,
@@ -73,8 +85,33 @@ def run_task(
             task=task,
             on_retry=on_retry,
         )
-    check_serializable(value, task.name)
+    if cache_key is not None and spec.store is not None:
+        entry = spec.store.put(
+            cache_key, value, task_name=task.name, serializer=task.result_serializer or "auto",
+            expires_at=expiry_time(task),
+        )
+        log_sink({"kind": "result", "task_run_id": task_run_id, "checksum": entry.checksum, "size": entry.size})
+    else:
+        check_serializable(value, task.name)
     return value
+
+
+def load_result(spec: TaskSpec, cache_key: str) -> Any:
+    """A cached task's value, read (and verified) from the store where it is needed."""
+    assert spec.store is not None  # only cached tasks are loaded, and their spec has a store
+    try:
+        return spec.store.get(cache_key)
+    except CacheMiss as miss:
+        raise ResultStoreError(
+            f"The cached result of task '{spec.task.name}' (key {cache_key[:12]}...) is no longer "
+            f"usable ({miss.reason}); run the flow again to recompute it"
+        ) from None
+
+
+def result_content_hash(value: Any, serializer: str | None) -> str:
+    """The content hash a store entry of `value` would have; for keys downstream of uncached tasks."""
+    _, frames = dumps(value, serializer or "auto")
+    return content_hash(frames)
 
 
 def check_serializable(value: Any, task_name: str) -> None:

@@ -17,6 +17,7 @@ yet final. `_set_state` is the one place a task run's state changes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -25,23 +26,17 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from dagrun.caching import CacheKeyContext, CachePlanner
+from dagrun.config import env_flag
 from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, UpstreamFailedError
 from dagrun.executors.base import CANCELLED, FINISHED, PENDING, ExecutorSession, Submission
-from dagrun.futures import TaskFuture
+from dagrun.futures import TaskFuture, unmapped
+from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
 
 SWEEP_EVERY = 512
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
-
-
-class unmapped:  # noqa: N801 - named like Prefect's, used as a marker in calls
-    """Wrap an argument of `task.map(...)` that is passed whole to every call."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
 
 class TaskRun:
@@ -50,7 +45,7 @@ class TaskRun:
     __slots__ = (
         "id", "task", "index", "state", "handle", "upstream", "generation",
         "upstream_generations", "args", "kwargs", "wait_for", "resubmits", "future_ref",
-        "fingerprint",
+        "fingerprint", "cache_key", "content_hash",
     )
 
     def __init__(self, task: Any, index: int, args: tuple, kwargs: dict) -> None:
@@ -68,6 +63,8 @@ class TaskRun:
         self.resubmits = 0
         self.future_ref: Callable[[], TaskFuture | None] = _dead_ref
         self.fingerprint: str | None = None
+        self.cache_key: str | None = None
+        self.content_hash: str | None = None
 
     @property
     def name(self) -> str:
@@ -96,6 +93,9 @@ class TaskRunTracker:
         keep_completed: bool = False,
         reusable: dict[tuple[str, int], TaskRun] | None = None,
         deadline: float | None = None,
+        flow_name: str = "",
+        result_storage: str | None = None,
+        content_hashes: dict[str, str] | None = None,
     ) -> None:
         self.session = session
         self.flow_run_id = flow_run_id
@@ -110,6 +110,11 @@ class TaskRunTracker:
         self._keep_completed = keep_completed  # flow retries reuse completed runs' handles
         self._reusable = reusable or {}
         self._specs: dict[Any, TaskSpec] = {}
+        self._deferred: list[TaskRun] = []  # waiting for upstream results before they can be planned
+        self._flow_name = flow_name
+        self._result_storage = result_storage
+        self._content_hashes = {} if content_hashes is None else content_hashes  # from workers' result records
+        self.planner: CachePlanner | None = None
 
     # ---------------------------------------------------------------- submission
     def submit(self, task: Any, args: tuple, kwargs: dict, wait_for: Iterable[Any] = ()) -> TaskFuture:
@@ -133,7 +138,7 @@ class TaskRunTracker:
             previous = self._reusable.get((task.name, index))
             if previous is not None and self._reuse(run, previous):
                 continue
-            submission = self._prepare(run)
+            submission = self._plan(run)
             if submission is not None:
                 batch.append((run, submission))
         if batch:
@@ -146,13 +151,54 @@ class TaskRunTracker:
                 self.sweep()
         return futures
 
+    def _plan(self, run: TaskRun) -> Submission | None:
+        """What to send for `run` now; None when it is deferred, cached, or cannot run."""
+        upstream = _upstream_of(run)
+        if any(up.handle is None and not up.state.is_final() for up in upstream) or (
+            run.task.cache and any(not up.state.is_final() for up in upstream)
+        ):
+            self._deferred.append(run)  # planned when its upstream runs are (cache keys need them)
+            return None
+        if run.task.cache:
+            return self._plan_cached(run)
+        return self._prepare(run)
+
+    def _plan_cached(self, run: TaskRun) -> Submission | None:
+        """Decide hit or miss before dispatch: a hit never takes a worker slot."""
+        blocked = next((up for up in _upstream_of(run) if up.state.is_final() and not up.state.is_completed()), None)
+        if blocked is not None:
+            return self._prepare(run)  # records NotRun
+        planner = self._cache_planner()
+        try:
+            context = CacheKeyContext(run.task, run.name, self.flow_run_id, self.flow_run_name)
+            parts = planner.key_parts(
+                run.task, run.name, run.args, run.kwargs, self._upstream_hash, context, self._resolve_values
+            )
+            decision = planner.decide(run.task, run.name, parts)
+        except Exception as exc:  # an unhashable argument, a failing cache_key_fn
+            _add_note(exc, f"while computing the cache key of task run '{run.name}'")
+            self._log(run, logging.ERROR, f"Task run '{run.name}' failed: {_describe(exc)}")
+            self._set_state(run, State(StateType.FAILED, message=_describe(exc), exception=exc))
+            return None
+        run.cache_key = parts.key
+        if decision.hit:
+            run.content_hash = decision.entry.checksum
+            message = f"Cached '{run.task.name}' (key {parts.key[:12]}...)"
+            self._log(run, logging.INFO, message)
+            self._set_state(run, State(StateType.CACHED, message=message))
+            return None
+        submission = self._prepare(run)
+        if submission is None:
+            return None
+        return dataclasses.replace(submission, cache_key=parts.key)
+
     def _prepare(self, run: TaskRun) -> Submission | None:
         """What to send to the executor for `run`; None when it cannot run (upstream failed)."""
         upstream: list[TaskRun] = []
-        args = _substitute(run.args, upstream)
-        kwargs = _substitute(run.kwargs, upstream)
+        args = _substitute(run.args, upstream, self._handle_of)
+        kwargs = _substitute(run.kwargs, upstream, self._handle_of)
         ordering: list[TaskRun] = []
-        _substitute(run.wait_for, ordering)
+        _substitute(run.wait_for, ordering, self._handle_of)
         run.upstream = (*upstream, *ordering)
         run.upstream_generations = tuple(up.generation for up in run.upstream)
         blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
@@ -168,16 +214,55 @@ class TaskRunTracker:
         spec = self._specs.get(task)
         if spec is None:
             log_prints = self.log_prints if task.log_prints is None else task.log_prints
-            spec = self._specs[task] = TaskSpec(task, self.flow_run_id, self.flow_run_name, log_prints)
+            store = self._cache_planner().store if task.cache else None
+            spec = self._specs[task] = TaskSpec(task, self.flow_run_id, self.flow_run_name, log_prints, store)
         return spec
+
+    def _cache_planner(self) -> CachePlanner:
+        if self.planner is None:
+            store = ResultStore.from_env(self._result_storage)
+            self.planner = CachePlanner(store, self._flow_name, refresh_all=env_flag("DAGRUN_REFRESH_CACHE"))
+        return self.planner
+
+    def _handle_of(self, run: TaskRun) -> Any:
+        """The executor handle of a run; a cache hit gets one (a load where it is needed) on demand."""
+        if run.handle is None and run.state.type is StateType.CACHED:
+            run.handle = self.session.load(self._spec(run.task), run.cache_key, key=f"load-{run.task.name}-{run.id}")
+        return run.handle
+
+    def _upstream_hash(self, future: TaskFuture) -> str:
+        """An upstream result's content hash: from its store entry, else computed where it lives."""
+        run = future._run
+        if run.content_hash is None:
+            run.content_hash = self._content_hashes.pop(run.id, None)
+        if run.content_hash is None:
+            handle = self.session.content_hash(self._handle_of(run), run.task.result_serializer)
+            run.content_hash = self.session.gather([handle])[0]
+        return run.content_hash
+
+    def _resolve_values(self, value: Any) -> Any:
+        """`value` with futures replaced by their results (for `cache_key_fn` only)."""
+        return resolve_futures(value, self)
 
     def _dispatch(self, run: TaskRun) -> bool:
         """Submit `run` on its own; False when it cannot run (an upstream failed)."""
         submission = self._prepare(run)
         if submission is None:
             return False
+        if run.cache_key is not None:
+            submission = dataclasses.replace(submission, cache_key=run.cache_key)
         run.handle = self.session.submit_many([submission])[0]
         return True
+
+    def _plan_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for run in deferred:
+            if run.state.is_final():
+                continue
+            submission = self._plan(run)
+            if submission is not None:
+                run.handle = self.session.submit_many([submission])[0]
+                self._active.append(run)
 
     def _reuse(self, run: TaskRun, previous: TaskRun) -> bool:
         """Adopt a run completed in an earlier attempt of this flow run, if its inputs match."""
@@ -204,6 +289,8 @@ class TaskRunTracker:
                 still_active.append(run)
             reached = run is until
         self._active = still_active
+        if self._deferred:
+            self._plan_deferred()
 
     def _finalize(self, run: TaskRun, status: str) -> bool:
         """Record the outcome of a done handle; False when the run was resubmitted instead."""
@@ -272,10 +359,17 @@ class TaskRunTracker:
     def wait_for(self, run: TaskRun, timeout: float | None = None) -> State:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not run.state.is_final():
+            if run.handle is None:  # deferred: let what it waits for make progress
+                if self._active:
+                    self.session.wait_any([r.handle for r in self._active], self._remaining(deadline))
+                self.sweep()
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                continue
             if not self.session.wait([run.handle], self._remaining(deadline)):
-                self._check_deadline()
-                return run.state
+                break
             self.sweep(until=run)
+        self.check_deadline()
         return run.state
 
     def result(self, run: TaskRun, *, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
@@ -284,7 +378,7 @@ class TaskRunTracker:
             raise TimeoutError(f"Task run '{run.name}' did not finish within {timeout} s")
         if not state.is_completed():
             return state.result(raise_on_failure=raise_on_failure)
-        return self.session.gather([run.handle])[0]
+        return self.session.gather([self._handle_of(run)])[0]
 
     def results(self, futures: list[TaskFuture]) -> list[Any]:
         """The values of many futures, fetched in one round trip; raises the first failure."""
@@ -292,19 +386,21 @@ class TaskRunTracker:
             self.wait_for(future._run)
         for future in futures:
             future._run.state.result()  # raises for a run that did not complete
-        return self.session.gather([future._run.handle for future in futures])
+        return self.session.gather([self._handle_of(future._run) for future in futures])
 
     def wait_all(self) -> None:
         """Block until every submitted run, kept or dropped by the flow code, is final."""
-        while self._active:
-            self.session.wait([run.handle for run in self._active], self._remaining(None))
-            self._check_deadline()
+        while self._active or self._deferred:
+            if self._active:
+                self.session.wait([run.handle for run in self._active], self._remaining(None))
+            self.check_deadline()
             self.sweep()
 
     def cancel(self) -> None:
         """Cancel every run that has not finished; their states become Cancelled."""
         self._cancelled = True
-        active, self._active = self._active, []
+        active, self._active = self._active + self._deferred, []
+        self._deferred = []
         self.session.cancel(run.handle for run in active if run.handle is not None)
         error = CancelledRunError(f"Cancelled with flow run '{self.flow_run_name}'")
         for run in active:
@@ -319,7 +415,7 @@ class TaskRunTracker:
         ends = [d for d in (deadline, self.deadline) if d is not None]
         return max(0.0, min(ends) - time.monotonic()) if ends else None
 
-    def _check_deadline(self) -> None:
+    def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise FlowTimeoutError(f"Flow run '{self.flow_run_name}' exceeded its timeout_seconds")
 
@@ -343,20 +439,64 @@ class TaskRunTracker:
     _since_sweep = 0
 
 
-def _substitute(value: Any, upstream: list[TaskRun]) -> Any:
-    """Copy of `value` with TaskFutures (nested in list/tuple/dict/set) replaced by handles."""
+def _substitute(value: Any, upstream: list[TaskRun], handle_of: Callable[[TaskRun], Any]) -> Any:
+    """Copy of `value` with TaskFutures (nested in list/tuple/dict/set) replaced by handles;
+    the futures' runs are appended to `upstream`."""
     kind = type(value)
     if kind in _PLAIN:
         return value
     if kind is TaskFuture:
         upstream.append(value._run)
-        return value._run.handle
+        return handle_of(value._run)
     if kind is unmapped:
-        return _substitute(value.value, upstream)
+        return _substitute(value.value, upstream, handle_of)
     if kind in (list, tuple, set, frozenset):
-        return kind(_substitute(item, upstream) for item in value)
+        return kind(_substitute(item, upstream, handle_of) for item in value)
     if kind is dict:
-        return {key: _substitute(item, upstream) for key, item in value.items()}
+        return {key: _substitute(item, upstream, handle_of) for key, item in value.items()}
+    return value
+
+
+def _no_handle(run: TaskRun) -> None:
+    return None
+
+
+def _upstream_of(run: TaskRun) -> list[TaskRun]:
+    upstream: list[TaskRun] = []
+    _substitute((run.args, run.kwargs, run.wait_for), upstream, _no_handle)
+    return upstream
+
+
+def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
+    """`value` with TaskFutures nested in list/tuple/dict/set replaced by their results,
+    fetched in one round trip."""
+    futures: list[TaskFuture] = []
+    _collect_futures(value, futures)
+    if not futures:
+        return value
+    return _replace_futures(value, dict(zip(map(id, futures), tracker.results(futures))))
+
+
+def _collect_futures(value: Any, futures: list[TaskFuture]) -> None:
+    kind = type(value)
+    if kind is TaskFuture:
+        futures.append(value)
+    elif kind in (list, tuple, set, frozenset):
+        for item in value:
+            _collect_futures(item, futures)
+    elif kind is dict:
+        for item in value.values():
+            _collect_futures(item, futures)
+
+
+def _replace_futures(value: Any, results: dict[int, Any]) -> Any:
+    kind = type(value)
+    if kind is TaskFuture:
+        return results[id(value)]
+    if kind in (list, tuple, set, frozenset):
+        return kind(_replace_futures(item, results) for item in value)
+    if kind is dict:
+        return {key: _replace_futures(item, results) for key, item in value.items()}
     return value
 
 

@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from dagrun.caching import task_input_hash, validate_cache_options
 from dagrun.context import current_flow_run, current_task_run
 from dagrun.errors import ConfigError, DagrunError
-from dagrun.futures import TaskFuture
+from dagrun.futures import TaskFuture, unmapped
 from dagrun.logs import print_log_line
 from dagrun.retry import RetryPolicy
 from dagrun.runner import TaskSpec, run_task
-from dagrun.task_runs import unmapped
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,11 +82,7 @@ class Task(Generic[P, R]):
         self.log_prints = log_prints
         self.on_completion = tuple(on_completion)
         self.on_failure = tuple(on_failure)
-        if self.cache:
-            raise NotImplementedError(
-                f"Task '{self.name}': cache=True / cache_key_fn need the result store, which is not "
-                "built yet; remove the caching options for now."
-            )
+        validate_cache_options(self)
         functools.update_wrapper(self, fn)
 
     # ---------------------------------------------------------------- calling

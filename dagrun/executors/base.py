@@ -34,6 +34,7 @@ class Submission:
     key: str
     resources: dict[str, float] | None
     after: list[Handle]
+    cache_key: str | None = None  # set for a cache miss: the worker also writes the result
 
 
 class ExecutorSession(ABC):
@@ -50,6 +51,14 @@ class ExecutorSession(ABC):
         message for a whole `map`). A submission's `after` handles must finish first without
         their data being passed (the `wait_for=` edges); if one fails, the call fails too.
         """
+
+    @abstractmethod
+    def load(self, spec: TaskSpec, cache_key: str, *, key: str) -> Handle:
+        """A handle whose value is a cached result, read from the store where it is needed."""
+
+    @abstractmethod
+    def content_hash(self, handle: Handle, serializer: str | None) -> Handle:
+        """A handle whose value is the content hash of `handle`'s value, computed where it lives."""
 
     @abstractmethod
     def status(self, handle: Handle) -> str:

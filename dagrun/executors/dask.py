@@ -35,7 +35,7 @@ from dagrun.cluster_config import (
 )
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
-from dagrun.runner import TaskSpec, run_task
+from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
 
 LOG_TOPIC = "dagrun-logs"
 THREADS_PER_WORKER = 4
@@ -56,16 +56,21 @@ def _forward_log(line: dict) -> None:
     worker.log_event(LOG_TOPIC, line)
 
 
-def _run_on_worker(spec: TaskSpec, task_run_id: str, index: int, *args: Any) -> Any:
-    return run_task(spec, task_run_id, index, args, {}, _forward_log)
+# Three entry points, so the common call ships only what it uses (fewer graph nodes per task).
+def _run_on_worker(spec: TaskSpec, task_run_id: str, index: int, cache_key: str | None, *args: Any) -> Any:
+    return run_task(spec, task_run_id, index, args, {}, _forward_log, cache_key)
 
 
-def _run_on_worker_with_kwargs(spec: TaskSpec, task_run_id: str, index: int, kwargs: dict, *args: Any) -> Any:
-    return run_task(spec, task_run_id, index, args, kwargs, _forward_log)
+def _run_on_worker_with_kwargs(
+    spec: TaskSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, *args: Any
+) -> Any:
+    return run_task(spec, task_run_id, index, args, kwargs, _forward_log, cache_key)
 
 
-def _run_after(spec: TaskSpec, task_run_id: str, index: int, kwargs: dict, _markers: list, *args: Any) -> Any:
-    return run_task(spec, task_run_id, index, args, kwargs, _forward_log)
+def _run_after(
+    spec: TaskSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, _markers: list, *args: Any
+) -> Any:
+    return run_task(spec, task_run_id, index, args, kwargs, _forward_log, cache_key)
 
 
 async def _wait_done(futures: Sequence[distributed.Future], timeout: float | None, return_when: str) -> None:
@@ -75,6 +80,10 @@ async def _wait_done(futures: Sequence[distributed.Future], timeout: float | Non
     _, not_done = await asyncio.wait(waiters, timeout=timeout, return_when=return_when)
     for waiter in not_done:
         waiter.cancel()
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _ordering_marker(_upstream: Any) -> None:
@@ -118,6 +127,7 @@ class DaskSession(ExecutorSession):
                 [spec] * len(submissions),
                 [s.task_run_id for s in submissions],
                 [s.index for s in submissions],
+                [s.cache_key for s in submissions],
                 *([[s.kwargs for s in submissions]] if with_kwargs else []),
                 *zip(*(s.args for s in submissions)),
                 key=[s.key for s in submissions],
@@ -127,10 +137,13 @@ class DaskSession(ExecutorSession):
         return [self._submit_one(submission) for submission in submissions]
 
     def _shared(self, spec: TaskSpec) -> distributed.Future:
-        """The spec as Dask data, scattered to the workers once and passed by key to each call."""
+        """The spec as a Dask task's result, made once and passed by key to each call.
+
+        A task rather than scattered data: if the worker holding it dies, Dask recomputes it
+        from the graph (scattered data would be lost, failing every call that needs it)."""
         entry = self._shared_specs.get(id(spec))
         if entry is None:
-            future = self.client.scatter(spec, broadcast=True, hash=False)
+            future = self.client.submit(_same, spec, key=f"TaskSpec-{spec.task.name}-{uuid.uuid4().hex}", pure=False)
             entry = self._shared_specs[id(spec)] = (spec, future)  # holding spec pins its id
         return entry[1]
 
@@ -140,16 +153,26 @@ class DaskSession(ExecutorSession):
         if not s.after:
             if s.kwargs:
                 return self.client.submit(
-                    _run_on_worker_with_kwargs, spec, s.task_run_id, s.index, s.kwargs, *s.args, **options
+                    _run_on_worker_with_kwargs, spec, s.task_run_id, s.index, s.cache_key, s.kwargs, *s.args, **options
                 )
-            return self.client.submit(_run_on_worker, spec, s.task_run_id, s.index, *s.args, **options)
+            return self.client.submit(_run_on_worker, spec, s.task_run_id, s.index, s.cache_key, *s.args, **options)
         # A marker runs next to each upstream result and returns None, so the call waits for
         # it without the upstream data being copied to the call's worker.
         markers = [
             self.client.submit(_ordering_marker, handle, key=f"wait_for-{uuid.uuid4().hex}", pure=False)
             for handle in s.after
         ]
-        return self.client.submit(_run_after, spec, s.task_run_id, s.index, s.kwargs, markers, *s.args, **options)
+        return self.client.submit(
+            _run_after, spec, s.task_run_id, s.index, s.cache_key, s.kwargs, markers, *s.args, **options
+        )
+
+    def load(self, spec: TaskSpec, cache_key: str, *, key: str) -> distributed.Future:
+        return self.client.submit(load_result, self._shared(spec), cache_key, key=key, pure=False)
+
+    def content_hash(self, handle: distributed.Future, serializer: str | None) -> distributed.Future:
+        return self.client.submit(
+            result_content_hash, handle, serializer, key=f"content-hash-{uuid.uuid4().hex}", pure=False
+        )
 
     def status(self, handle: distributed.Future) -> str:
         return _STATUS.get(handle.status, PENDING)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dagrun.executors.base import ERROR, FINISHED, Executor, ExecutorSession, Submission
-from dagrun.runner import run_task
+from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
 
 
 class _Outcome:
@@ -60,10 +60,20 @@ class InProcessSession(ExecutorSession):
             return _Outcome(error=upstream.error)
         try:
             return _Outcome(value=run_task(
-                submission.spec, submission.task_run_id, submission.index, args, kwargs, self._on_log
+                submission.spec, submission.task_run_id, submission.index, args, kwargs, self._on_log,
+                submission.cache_key,
             ))
         except Exception as exc:
             return _Outcome(error=exc)
+
+    def load(self, spec: TaskSpec, cache_key: str, *, key: str) -> _Outcome:
+        try:
+            return _Outcome(value=load_result(spec, cache_key))
+        except Exception as exc:
+            return _Outcome(error=exc)
+
+    def content_hash(self, handle: _Outcome, serializer: str | None) -> _Outcome:
+        return _Outcome(value=result_content_hash(handle.value, serializer))
 
     def status(self, handle: _Outcome) -> str:
         return ERROR if handle.error is not None else FINISHED

@@ -1,0 +1,212 @@
+"""Cache decisions, made in the driver before a task is dispatched.
+
+A task's cache key is a tagged hash of
+- its identity: `version=` when pinned, else its code (source, closure values, referenced
+  globals: `dagrun.hashing.hash_function`);
+- each argument by name: literal values hashed strictly (`hash_value`), upstream futures by
+  the content hash of their result, never their value, so the driver needs no data;
+or, with `cache_key_fn(context, parameters)`, the function's answer (hashed with the task's
+name, so two tasks never share an entry by accident).
+
+A decision is a hit (the entry's header is read, nothing else) or a miss with a reason:
+code changed, argument X changed, upstream X changed, expired, refresh requested, no entry.
+Reasons come from comparing the call's key components with those recorded for the same call
+(flow, task, call position) when it last ran, kept in `$DAGRUN_HOME/cache-explain/`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dagrun.config import dagrun_home
+from dagrun.errors import ConfigError
+from dagrun.futures import TaskFuture, unmapped
+from dagrun.hashing import hash_function, hash_struct, hash_value
+from dagrun.results import EntryInfo, ResultStore
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKeyContext:
+    """What `cache_key_fn(context, parameters)` can know about the call (as in Prefect)."""
+
+    task: Any
+    task_run_name: str
+    flow_run_id: str
+    flow_run_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParts:
+    """A call's cache key and what it was made of (for explaining the next miss)."""
+
+    key: str | None
+    identity: str
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # name -> [kind, hash]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheDecision:
+    parts: KeyParts
+    entry: EntryInfo | None
+    reason: str
+
+    @property
+    def hit(self) -> bool:
+        return self.entry is not None
+
+
+def task_input_hash(context: CacheKeyContext, parameters: dict[str, Any]) -> str | None:
+    """Prefect-compatible key function: the task's code plus its inputs' values."""
+    what = f"the inputs of task '{context.task.name}'"
+    return hash_struct(["TaskInputHash", task_identity(context.task), hash_value(parameters, what=what)])
+
+
+def task_identity(task: Any) -> str:
+    if task.version is not None:
+        return hash_struct(["TaskVersion", task.name, str(task.version)])
+    return hash_struct(["TaskCode", task.name, hash_function(task.fn)])
+
+
+def expiry_time(task: Any) -> float | None:
+    """When an entry written now expires, from `cache_expiration` (timedelta or seconds)."""
+    expiration = task.cache_expiration
+    if expiration is None:
+        return None
+    seconds = expiration.total_seconds() if isinstance(expiration, timedelta) else float(expiration)
+    return time.time() + seconds
+
+
+def validate_cache_options(task: Any) -> None:
+    """Fail at decoration on options that could never work."""
+    expiration = task.cache_expiration
+    if expiration is not None and not isinstance(expiration, (timedelta, int, float)):
+        raise ConfigError(
+            f"cache_expiration of task '{task.name}' must be a timedelta or seconds, got {expiration!r}"
+        )
+    if task.cache_key_fn is not None and not callable(task.cache_key_fn):
+        raise ConfigError(f"cache_key_fn of task '{task.name}' must be callable")
+
+
+class CachePlanner:
+    """Computes keys and decides hits for the cached tasks of one flow run."""
+
+    def __init__(self, store: ResultStore, flow_name: str, *, refresh_all: bool) -> None:
+        self.store = store
+        self.refresh_all = refresh_all
+        self.decisions: list[tuple[str, CacheDecision]] = []
+        self._flow_name = flow_name
+        self._previous = _load_explanations(flow_name)
+        self._recorded: dict[str, dict[str, Any]] = {}
+
+    def key_parts(
+        self,
+        task: Any,
+        task_run_name: str,
+        args: tuple,
+        kwargs: dict,
+        upstream_hash: Callable[[Any], str],
+        context: CacheKeyContext,
+        resolve_values: Callable[[Any], Any],
+    ) -> KeyParts:
+        """The key for one call. `upstream_hash(future)` gives an upstream's content hash;
+        `resolve_values(obj)` replaces futures by values (only `cache_key_fn` needs them)."""
+        identity = task_identity(task)
+        bound = inspect.signature(task.fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        if task.cache_key_fn is not None:
+            user_key = task.cache_key_fn(context, resolve_values(dict(bound.arguments)))
+            if user_key is None:
+                return KeyParts(None, identity)
+            return KeyParts(hash_struct(["UserKey", task.name, str(user_key)]), identity, {"key": ["value", str(user_key)]})
+        inputs: dict[str, list[str]] = {}
+        for name, value in bound.arguments.items():
+            futures: list[Any] = []
+            stand_in = _with_upstream_hashes(value, futures, upstream_hash)
+            kind = "upstream" if futures else "value"
+            inputs[name] = [kind, hash_value(stand_in, what=f"argument '{name}' of task '{task.name}'")]
+        key = hash_struct(["TaskKey", identity, sorted((name, *parts) for name, parts in inputs.items())])
+        return KeyParts(key, identity, inputs)
+
+    def decide(self, task: Any, task_run_name: str, parts: KeyParts) -> CacheDecision:
+        if parts.key is None:
+            decision = CacheDecision(parts, None, "cache_key_fn returned None")
+        elif self.refresh_all or task.refresh_cache:
+            decision = CacheDecision(parts, None, "refresh requested")
+        else:
+            entry = self.store.info(parts.key)
+            if entry is not None and (entry.expires_at is None or entry.expires_at > time.time()):
+                decision = CacheDecision(parts, entry, "hit")
+            elif entry is not None:
+                decision = CacheDecision(parts, None, "expired")
+            else:
+                decision = CacheDecision(parts, None, self._why_missing(task_run_name, parts))
+        self.decisions.append((task_run_name, decision))
+        self._recorded[task_run_name] = {"identity": parts.identity, "inputs": parts.inputs}
+        return decision
+
+    def save_explanations(self) -> None:
+        """Remember this run's key parts so the next run can say why a call missed."""
+        if self._recorded:
+            _save_explanations(self._flow_name, {**self._previous, **self._recorded})
+
+    def _why_missing(self, task_run_name: str, parts: KeyParts) -> str:
+        before = self._previous.get(task_run_name)
+        if before is None:
+            return "no entry"
+        if before.get("identity") != parts.identity:
+            return "code changed"
+        old_inputs = before.get("inputs", {})
+        for name, (kind, digest) in parts.inputs.items():
+            if old_inputs.get(name, [None, None])[1] != digest:
+                return f"{'upstream' if kind == 'upstream' else 'argument'} '{name}' changed"
+        return "no entry"
+
+
+def _with_upstream_hashes(value: Any, futures: list[Any], upstream_hash: Callable[[Any], str]) -> Any:
+    """`value` with futures (nested in list/tuple/dict/set) replaced by their content hashes."""
+    kind = type(value)
+    if kind is TaskFuture:
+        futures.append(value)
+        return ("dagrun-upstream", upstream_hash(value))
+    if kind is unmapped:
+        return _with_upstream_hashes(value.value, futures, upstream_hash)
+    if kind in (list, tuple):
+        return kind(_with_upstream_hashes(item, futures, upstream_hash) for item in value)
+    if kind in (set, frozenset):
+        return ("set", sorted(repr(_with_upstream_hashes(item, futures, upstream_hash)) for item in value))
+    if kind is dict:
+        return {key: _with_upstream_hashes(item, futures, upstream_hash) for key, item in value.items()}
+    return value
+
+
+def _explanations_path(flow_name: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", flow_name)[:100] or "flow"
+    return dagrun_home() / "cache-explain" / f"{safe}.json"
+
+
+def _load_explanations(flow_name: str) -> dict[str, Any]:
+    try:
+        return json.loads(_explanations_path(flow_name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_explanations(flow_name: str, data: dict[str, Any]) -> None:
+    path = _explanations_path(flow_name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+            json.dump(data, handle)
+        os.replace(handle.name, path)
+    except OSError:
+        pass  # explanations are a convenience; a read-only home must not fail the flow
