@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
@@ -34,8 +35,19 @@ from dagrun.states import State, StateType
 from dagrun.task_runs import TaskRunTracker, resolve_futures
 
 
-def run_flow(flow: Any, args: tuple, kwargs: dict, *, return_state: bool = False, executor: Any = None) -> Any:
-    """Run `flow` once to a final state; return its value (or the `State` with return_state)."""
+def run_flow(
+    flow: Any,
+    args: tuple,
+    kwargs: dict,
+    *,
+    return_state: bool = False,
+    executor: Any = None,
+    observe: Callable[[FlowRunEngine], None] | None = None,
+) -> Any:
+    """Run `flow` once to a final state; return its value (or the `State` with return_state).
+
+    `observe(engine)` is called with the run's engine before it starts (the CLI uses it to
+    report cache decisions afterwards)."""
     if _importing_main_in_spawned_worker():
         # A worker process is re-importing the user's script (spawn start method). Running
         # the flow here would start a cluster inside a worker; the driver runs it instead.
@@ -50,6 +62,8 @@ def run_flow(flow: Any, args: tuple, kwargs: dict, *, return_state: bool = False
         raise
     parent = current_flow_run()
     engine = FlowRunEngine(flow, parameters, parent)
+    if observe is not None:
+        observe(engine)
     if parent is not None:
         state = engine.run(parent.engine.session)
     else:

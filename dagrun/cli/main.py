@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from dagrun.cli.server_command import server_command
 from dagrun.errors import DagrunError
 
 
@@ -61,6 +62,9 @@ def run(target: str, params: tuple[str, ...], address: str | None, cluster: str 
         detail = f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
         click.echo(f"Flow run {state.name.lower()}: {detail}", err=True)
         sys.exit(130 if state.is_cancelled() else 1)
+
+
+cli.add_command(server_command)
 
 
 def main() -> None:

@@ -1,0 +1,357 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+The server is the real `python -m dagrun.cli.server_command` on 127.0.0.1 (random port) over
+an SQLite file that this process writes to while pages are open, as a running flow's driver
+would. Screenshots go to $DAGRUN_SCREENSHOT_DIR when it is set (`docs/make_screenshots.py`
+sets it to docs/screenshots), else to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dagrun.history import (
+    FlowRunState,
+    HistoryStore,
+    LogLine,
+    TaskRunCreated,
+    TaskRunState,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+playwright_sync = pytest.importorskip(
+    "playwright.sync_api", reason="needs playwright (pip install playwright)"
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_server_api import History, new_id, record_history, started  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+LARGE_RUN_TASKS = 5000
+LOAD_BUDGET_SECONDS = 2.0
+UPDATE_TIMEOUT_MS = 10_000
+
+
+def record_large_run(store: HistoryStore) -> str:
+    """A finished 5,000-task run: extract -> 2,000 transform -> 2,000 validate -> 998
+    aggregate (two validates each) -> report, on 4 workers, with 3 validates failed."""
+    run = new_id()
+    t0 = time.time() - 7200
+    events: list[Any] = [started(run, "big", t0, shards=2000)]
+    finished: list[Any] = []
+
+    def add(name: str, index: int, upstream: tuple[str, ...], start: float, state: str) -> str:
+        task_run_id = new_id()
+        events.append(TaskRunCreated(task_run_id, run, name, f"{name}-{index}", upstream, None, t0))
+        finished.append(TaskRunState(task_run_id, "Running", start, attempt=1,
+                                     worker=f"tcp://127.0.0.1:{41000 + index % 4}"))
+        error = "ValueError: shard is empty" if state == "Failed" else None
+        finished.append(TaskRunState(task_run_id, state, start + 0.5 + (index % 7) * 0.1,
+                                     error=error))
+        return task_run_id
+
+    extract = add("extract", 0, (), t0, "Completed")
+    transforms = [add("transform", i, (extract,), t0 + 1 + i * 0.01, "Completed")
+                  for i in range(2000)]
+    validates = [add("validate", i, (transforms[i],), t0 + 22 + i * 0.01,
+                     "Failed" if i in (10, 500, 1500) else "Completed") for i in range(2000)]
+    aggregates = [add("aggregate", i, (validates[2 * i], validates[2 * i + 1]), t0 + 43 + i * 0.01,
+                      "Completed") for i in range(998)]
+    add("report", 0, tuple(aggregates), t0 + 55, "Completed")
+    assert len(transforms) + len(validates) + len(aggregates) + 2 == LARGE_RUN_TASKS
+    store.apply(events + finished + [FlowRunState(run, "Failed", t0 + 60, error="3 tasks failed")])
+    return run
+
+
+class DashboardServer:
+    """`dagrun server` as a child process on 127.0.0.1, stopped with SIGTERM."""
+
+    def __init__(self, database: Path) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("DAGRUN_SERVER_TOKEN", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dagrun.cli.server_command", "--host", "127.0.0.1",
+             "--port", "0", "--database", f"sqlite:///{database}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # blocks until the server is listening
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if not match:
+            self.process.kill()
+            pytest.fail(f"dagrun server did not start: {line!r} {self.process.stderr.read()}")
+        self.url = match.group(0)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def database(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[HistoryStore, History, str]]:
+    path = tmp_path_factory.mktemp("dashboard") / "history.db"
+    with HistoryStore(path) as store:
+        history = record_history(store)
+        large = record_large_run(store)
+        yield store, history, large
+
+
+@pytest.fixture(scope="module")
+def server(database: tuple[HistoryStore, History, str]) -> Iterator[DashboardServer]:
+    running = DashboardServer(database[0].path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: DashboardServer) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # Nothing but the dashboard on 127.0.0.1 may be fetched: no CDN, no fonts, nothing.
+    page.route(re.compile(r"^(?!http://127\.0\.0\.1:\d+/).*"), lambda route: route.abort())
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = os.environ.get("DAGRUN_SCREENSHOT_DIR")
+    path = Path(directory) if directory else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def expect(target: Any) -> Any:
+    return playwright_sync.expect(target)
+
+
+def node(page: Any, task_name: str) -> Any:
+    return page.locator(f'g.node[data-task-name="{task_name}"]')
+
+
+def test_failed_run_from_runs_page_to_the_error_line(page: Any, server: DashboardServer,
+                                                     database: Any, screenshots: Path) -> None:
+    _, history, _ = database
+    page.goto(server.url)
+    row = page.locator(f'tr[data-run-id="{history.failed}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".badge")).to_have_text("Failed")
+    page.screenshot(path=str(screenshots / "runs.png"))
+
+    row.locator("a").click()
+    failed = node(page, "transform")
+    expect(failed).to_have_attribute("data-state", "Failed")
+    red = failed.locator("rect.box").evaluate("box => getComputedStyle(box).stroke")
+    assert red == "rgb(220, 38, 38)"
+    for other in ("extract", "lookup", "load"):
+        box = node(page, other).locator("rect.box")
+        assert box.evaluate("box => getComputedStyle(box).stroke") != red
+    expect(node(page, "load")).to_have_attribute("data-state", "NotRun")
+    expect(page.locator(".error-panel")).to_contain_text("ValueError: bad row 42")
+    expect(page.locator(".cache-hit")).to_contain_text("3f9a1c0d2e")
+    page.screenshot(path=str(screenshots / "run.png"), full_page=True)
+
+    failed.click()
+    expect(page).to_have_url(re.compile(f"#/task-runs/{history.transform}$"))
+    attempts = page.locator("table.attempts tbody tr")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0)).to_contain_text("ConnectionError: reset by peer")
+    error_line = page.locator(".log-table tr.level-ERROR")
+    expect(error_line).to_have_count(1)
+    expect(error_line).to_contain_text("Task 'transform' failed: ValueError: bad row 42")
+    page.screenshot(path=str(screenshots / "task_run.png"), full_page=True)
+
+    page.locator("nav.crumbs a").nth(1).click()
+    page.get_by_role("link", name="Logs").click()
+    expect(page.locator(".log-table tr")).to_have_count(4)
+    page.screenshot(path=str(screenshots / "logs.png"))
+    page.locator('select[name="task"] option[value="transform"]').wait_for(state="attached")
+    page.select_option('select[name="task"]', "transform")
+    page.select_option('select[name="level"]', "ERROR")
+    lines = page.locator(".log-table tr")
+    expect(lines).to_have_count(1)
+    expect(lines).to_contain_text("ValueError: bad row 42")
+
+
+def test_runs_page_filters_by_state_flow_and_id(page: Any, server: DashboardServer,
+                                                database: Any) -> None:
+    _, history, _ = database
+    page.goto(server.url)
+    rows = page.locator("table.runs-table tbody tr[data-run-id]")
+    expect(page.locator(f'tr[data-run-id="{history.report}"]')).to_be_visible()
+    page.select_option('select[name="state"]', "Failed")
+    expect(page.locator(f'tr[data-run-id="{history.report}"]')).to_have_count(0)
+    for state in rows.evaluate_all("rows => rows.map((row) => row.dataset.state)"):
+        assert state == "Failed"
+    page.select_option('select[name="state"]', "")
+    page.locator('select[name="flow"] option[value="report"]').wait_for(state="attached")
+    page.select_option('select[name="flow"]', "report")
+    expect(rows).to_have_count(1)
+    expect(rows).to_have_attribute("data-run-id", history.report)
+    assert "flow=report" in page.url  # the filter survives a reload
+    page.select_option('select[name="flow"]', "")
+    # Wait for the unfiltered table, or the one-row view above would pass the checks below.
+    expect(page.locator(f'tr[data-run-id="{history.completed}"]')).to_be_visible()
+    page.fill('input[name="q"]', history.completed[:8])
+    expect(rows).to_have_count(1)
+    expect(rows).to_have_attribute("data-run-id", history.completed)
+
+
+def test_a_running_run_updates_in_place(page: Any, server: DashboardServer, database: Any,
+                                        screenshots: Path) -> None:
+    store, _, _ = database
+    run, work, publish = new_id(), new_id(), new_id()
+    now = time.time()
+    store.apply([
+        started(run, "live", now, day="2026-11-27"),
+        TaskRunCreated(work, run, "work", "work-0", (), None, now),
+        TaskRunCreated(publish, run, "publish", "publish-0", (work,), None, now),
+        TaskRunState(work, "Running", now + 0.1, attempt=1, worker="tcp://127.0.0.1:41000"),
+    ])
+    page.goto(f"{server.url}#/runs/{run}")
+    expect(node(page, "work")).to_have_attribute("data-state", "Running")
+    expect(node(page, "publish")).to_have_attribute("data-state", "Pending")
+    page.evaluate("window.notReloaded = true")
+
+    store.apply([
+        TaskRunState(work, "Completed", time.time()),
+        TaskRunState(publish, "Running", time.time(), attempt=1, worker="tcp://127.0.0.1:41001"),
+    ])
+    expect(node(page, "work")).to_have_attribute("data-state", "Completed",
+                                                 timeout=UPDATE_TIMEOUT_MS)
+    expect(node(page, "publish")).to_have_attribute("data-state", "Running",
+                                                    timeout=UPDATE_TIMEOUT_MS)
+    page.screenshot(path=str(screenshots / "run_live.png"), full_page=True)
+
+    store.apply([
+        TaskRunState(publish, "Failed", time.time(), error="OSError: disk full"),
+        FlowRunState(run, "Failed", time.time(), error="OSError: disk full"),
+    ])
+    expect(node(page, "publish")).to_have_attribute("data-state", "Failed",
+                                                    timeout=UPDATE_TIMEOUT_MS)
+    expect(page.locator(".page-header .badge")).to_have_text("Failed", timeout=UPDATE_TIMEOUT_MS)
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_logs_stream_while_the_run_goes(page: Any, server: DashboardServer, database: Any) -> None:
+    store, _, _ = database
+    run, work = new_id(), new_id()
+    now = time.time()
+    store.apply([
+        started(run, "live", now),
+        TaskRunCreated(work, run, "work", "work-0", (), None, now),
+        LogLine(run, None, now, 20, "dagrun.flow", "Starting flow run"),
+    ])
+    page.goto(f"{server.url}#/runs/{run}/logs")
+    lines = page.locator(".log-table tr")
+    expect(lines).to_have_count(1)
+    page.evaluate("window.notReloaded = true")
+    store.apply([
+        LogLine(run, work, time.time(), 20, "dagrun.task", "Read 3 files"),
+        LogLine(run, work, time.time(), 40, "dagrun.task", "Task 'work' failed: KeyError: 'id'"),
+    ])
+    expect(lines).to_have_count(3, timeout=UPDATE_TIMEOUT_MS)
+    expect(lines.nth(2)).to_contain_text("KeyError: 'id'")
+    page.select_option('select[name="level"]', "ERROR")
+    expect(lines).to_have_count(1)
+    expect(lines).to_contain_text("Task 'work' failed")
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_flows_page_charts_each_flow(page: Any, server: DashboardServer, database: Any,
+                                     screenshots: Path) -> None:
+    store, _, _ = database
+    page.goto(f"{server.url}#/flows")
+    for flow in store.flow_stats():
+        card = page.locator(f'section.flow-card[data-flow="{flow["flow_name"]}"]')
+        expect(card).to_be_visible()
+        rate = "—" if flow["success_rate"] is None else f'{round(flow["success_rate"] * 100)}%'
+        expect(card.locator(".success-rate")).to_have_text(rate)
+        expect(card.locator("circle.point")).to_have_count(min(flow["run_count"], 60))
+    etl_failures = 'section.flow-card[data-flow="etl"] circle.point[data-state="Failed"]'
+    expect(page.locator(etl_failures)).to_have_count(1)
+    page.screenshot(path=str(screenshots / "flows.png"), full_page=True)
+
+
+def test_a_5000_task_run_loads_fast_and_stays_interactive(page: Any, server: DashboardServer,
+                                                          database: Any, screenshots: Path) -> None:
+    _, _, large = database
+    start = time.perf_counter()
+    page.goto(f"{server.url}#/runs/{large}")
+    page.locator("svg.graph-svg[data-rendered]").wait_for()
+    page.locator('canvas.gantt-canvas[data-bars="5000"]').wait_for()
+    load_seconds = time.perf_counter() - start
+    print(f"\n5,000-task run detail page loaded in {load_seconds:.3f} s")
+    assert load_seconds < LOAD_BUDGET_SECONDS
+
+    # Aggregated: one node per task name, the failures visible on their group.
+    expect(page.locator("g.node")).to_have_count(5)
+    expect(node(page, "validate")).to_have_attribute("data-state", "Failed")
+    expect(node(page, "validate")).to_contain_text("3 Failed")
+
+    # Zoom and pan answer within a frame or two.
+    zoom_ms = page.evaluate("""() => new Promise((done) => {
+        const drawing = document.querySelector("svg.graph-svg");
+        const box = drawing.getBoundingClientRect();
+        const began = performance.now();
+        drawing.dispatchEvent(new WheelEvent("wheel", { deltaY: -300, bubbles: true,
+            cancelable: true, clientX: box.left + box.width / 2,
+            clientY: box.top + box.height / 2 }));
+        requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - began)));
+    })""")
+    print(f"zoom step: {zoom_ms:.1f} ms")
+    assert zoom_ms < 250
+    viewport = page.locator("g.viewport")
+    before = viewport.get_attribute("transform")
+    box = page.locator("svg.graph-svg").bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 120, box["y"] + 80, steps=5)
+    page.mouse.up()
+    assert viewport.get_attribute("transform") != before
+
+    # A group opens a panel listing its task runs, failed first; one click opens a task run.
+    page.locator("button", has_text="Fit").click()
+    node(page, "validate").click()
+    panel = page.locator("aside.group-panel")
+    expect(panel).to_be_visible()
+    expect(panel).to_contain_text("validate × 2000")
+    page.screenshot(path=str(screenshots / "run_5000_tasks.png"))
+    panel.locator(".member-list a").first.click()
+    expect(page.locator(".page-header .badge")).to_have_text("Failed")
+    expect(page.locator(".error-panel")).to_contain_text("ValueError: shard is empty")
