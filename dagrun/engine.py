@@ -29,7 +29,9 @@ from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
 from dagrun.errors import CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
 from dagrun.executors.base import ExecutorSession
+from dagrun.hooks import run_flow_hooks
 from dagrun.logs import capture_prints, make_log_line, print_log_line
+from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
 from dagrun.states import State, StateType
 from dagrun.task_runs import TaskRunTracker, resolve_futures
@@ -65,13 +67,21 @@ def run_flow(
     if observe is not None:
         observe(engine)
     if parent is not None:
+        engine.recorder = parent.engine.recorder
         state = engine.run(parent.engine.session)
     else:
-        session = resolve_executor(executor, flow.executor).start(on_log=engine.on_log)
+        chosen = resolve_executor(executor, flow.executor)
+        engine.recorder = RunRecorder.open()
         try:
-            state = engine.run(session)
+            session = chosen.start(on_log=engine.on_log)
+            try:
+                with CancelWatcher(engine):
+                    state = engine.run(session, executor_name=repr(chosen))
+            finally:
+                session.shutdown()
         finally:
-            session.shutdown()
+            if engine.recorder is not None:
+                engine.recorder.close()
     return state if return_state else state.result()
 
 
@@ -89,6 +99,7 @@ class FlowRunEngine:
         self.flow_run_id = uuid.uuid4().hex
         self.flow_run_name = f"{flow.name}-{self.flow_run_id[:6]}"
         self.session: ExecutorSession | None = None
+        self.recorder: RunRecorder | None = None
         # Filled by workers' result records; shared with subflows, whose records arrive here too.
         self.content_hashes: dict[str, str] = parent.engine.content_hashes if parent is not None else {}
         self.result_storage = flow.result_storage or (parent.engine.result_storage if parent else None)
@@ -103,10 +114,16 @@ class FlowRunEngine:
     def on_log(self, line: dict) -> None:
         """Every record of this run (and its subflows), from any worker, arrives here: log
         lines, and `result` records (a cached result's checksum) that downstream keys need."""
-        if line.get("kind") == "result":
-            self.content_hashes[line["task_run_id"]] = line["checksum"]
+        kind = line.get("kind")
+        if kind is not None:  # a worker's record about a task run, not a log line
+            if "checksum" in line:
+                self.content_hashes[line["task_run_id"]] = line["checksum"]
+            if self.recorder is not None:
+                self.recorder.worker_record(line)
             return
         print_log_line(line)
+        if self.recorder is not None:
+            self.recorder.log(line)
 
     def log(self, level: int, message: str) -> None:
         sink = self.parent.log_sink if self.parent is not None else self.on_log
@@ -122,8 +139,10 @@ class FlowRunEngine:
             log_prints=self.flow.log_prints,
         )
 
-    def run(self, session: ExecutorSession) -> State:
+    def run(self, session: ExecutorSession, executor_name: str | None = None) -> State:
         self.session = session
+        if self.recorder is not None:
+            self.recorder.flow_started(self, executor_name or "shared with the parent", session.address)
         where = f" on {session.address}" if session.address else ""
         kind = "subflow run" if self.parent is not None else "flow run"
         self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
@@ -133,7 +152,11 @@ class FlowRunEngine:
         reusable: dict = {}
         attempt = 1
         while True:
-            state = self._attempt(reusable, keep_completed=attempt <= policy.retries)
+            try:
+                state = self._attempt(reusable, keep_completed=attempt <= policy.retries)
+            except KeyboardInterrupt:
+                self._finish(State(StateType.CANCELLED, message="Cancelled", start_time=started, end_time=time.time()))
+                raise
             if state.is_completed() or state.is_cancelled() or attempt > policy.retries:
                 break
             delay = policy.delay_for(attempt)
@@ -145,15 +168,24 @@ class FlowRunEngine:
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             time.sleep(delay)
             attempt += 1
-        if self.tasks.planner is not None:
-            self.tasks.planner.save_explanations()
-        self.state = State(
-            state.type, message=state.message, data=state.data, exception=state.exception,
-            start_time=started, end_time=time.time(),
+        return self._finish(
+            State(
+                state.type, message=state.message, data=state.data, exception=state.exception,
+                start_time=started, end_time=time.time(),
+            )
         )
-        level = logging.INFO if self.state.is_completed() else logging.ERROR
-        self.log(level, f"Finished in state {self.state.name}" + (f": {self.state.message}" if self.state.message else ""))
-        return self.state
+
+    def _finish(self, state: State) -> State:
+        """Record the final state: log it, store it, run hooks and notifiers."""
+        self.state = state
+        if self.tasks is not None and self.tasks.planner is not None:
+            self.tasks.planner.save_explanations()
+        level = logging.INFO if state.is_completed() else logging.ERROR
+        self.log(level, f"Finished in state {state.name}" + (f": {state.message}" if state.message else ""))
+        if self.recorder is not None:
+            self.recorder.flow_state(self.flow_run_id, state)
+        run_flow_hooks(self, state)
+        return state
 
     def _attempt(self, reusable: dict, keep_completed: bool) -> State:
         """Run the body once and wait for its tasks; returns the attempt's final state."""
@@ -170,6 +202,7 @@ class FlowRunEngine:
             flow_name=self.flow.name,
             result_storage=self.result_storage,
             content_hashes=self.content_hashes,
+            recorder=self.recorder,
         )
         self.tasks = tracker
         if self.flow.log_prints:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,7 @@ class TaskSpec:
     flow_run_name: str | None
     log_prints: bool
     store: ResultStore | None = None  # where a cached task's worker writes its result
+    report: bool = False  # send running/retrying/finished records (the run history wants them)
 
 
 def run_task(
@@ -53,8 +56,13 @@ def run_task(
     cache_key: str | None = None,
 ) -> Any:
     """Run task run `<task name>-<index>` to its final outcome; exceptions from user code
-    propagate unchanged. With a `cache_key`, the result is also written to the spec's store
-    and a `result` record (checksum, size: no data) goes to the sink for the driver."""
+    propagate unchanged.
+
+    With a `cache_key`, the result is also written to the spec's store, and the `finished`
+    record sent to the sink carries its checksum and size (no data) for downstream keys.
+    With `spec.report`, `running` / `retrying` / `finished` records tell the driver what only
+    the worker knows: when attempts started and ended, and how many there were.
+    """
     task = spec.task
     context = TaskRunContext(
         task=task,
@@ -68,32 +76,49 @@ def run_task(
     if spec.log_prints:
         capture_prints()
 
+    attempts = [time.time()]  # start time of each attempt
+
     def on_retry(attempt: int, delay: float, exception: BaseException) -> None:
         message = (
             f"Retry {attempt}/{task.retry_policy.retries} of '{task.name}' in {delay:.1f} s "
             f"after {type(exception).__name__}: {exception}"
         )
         log_sink(make_log_line(context, logging.WARNING, message, "dagrun.task_run"))
+        if spec.report:
+            log_sink({
+                "kind": "retrying", "task_run_id": task_run_id, "attempt": attempt, "message": message,
+                "start_time": attempts[-1], "timestamp": time.time(),
+                "error": f"{type(exception).__name__}: {exception}",
+                "traceback": "".join(traceback.format_exception(exception)).rstrip(),
+            })
+        attempts.append(time.time() + delay)
 
-    with task_run_scope(context):
-        value, _ = call_with_retries(
-            task.fn,
-            args,
-            kwargs,
-            policy=task.retry_policy,
-            timeout=task.timeout_seconds,
-            task=task,
-            on_retry=on_retry,
-        )
-    if cache_key is not None and spec.store is not None:
-        entry = spec.store.put(
-            cache_key, value, task_name=task.name, serializer=task.result_serializer or "auto",
-            expires_at=expiry_time(task),
-        )
-        log_sink({"kind": "result", "task_run_id": task_run_id, "checksum": entry.checksum, "size": entry.size})
-    else:
-        check_serializable(value, task.name)
-    return value
+    finished: dict[str, Any] = {"kind": "finished", "task_run_id": task_run_id}
+    if spec.report:
+        log_sink({"kind": "running", "task_run_id": task_run_id, "attempt": 1, "timestamp": attempts[0]})
+    try:
+        with task_run_scope(context):
+            value, _ = call_with_retries(
+                task.fn,
+                args,
+                kwargs,
+                policy=task.retry_policy,
+                timeout=task.timeout_seconds,
+                task=task,
+                on_retry=on_retry,
+            )
+        if cache_key is not None and spec.store is not None:
+            entry = spec.store.put(
+                cache_key, value, task_name=task.name, serializer=task.result_serializer or "auto",
+                expires_at=expiry_time(task),
+            )
+            finished.update(checksum=entry.checksum, size=entry.size)
+        else:
+            check_serializable(value, task.name)
+        return value
+    finally:
+        if spec.report or "checksum" in finished:
+            log_sink({**finished, "attempts": len(attempts), "end_time": time.time()})
 
 
 def load_result(spec: TaskSpec, cache_key: str) -> Any:

@@ -31,6 +31,8 @@ from dagrun.config import env_flag
 from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, UpstreamFailedError
 from dagrun.executors.base import CANCELLED, FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.futures import TaskFuture, unmapped
+from dagrun.hooks import run_task_hooks
+from dagrun.recorder import RunRecorder
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
@@ -96,6 +98,7 @@ class TaskRunTracker:
         flow_name: str = "",
         result_storage: str | None = None,
         content_hashes: dict[str, str] | None = None,
+        recorder: RunRecorder | None = None,
     ) -> None:
         self.session = session
         self.flow_run_id = flow_run_id
@@ -115,6 +118,7 @@ class TaskRunTracker:
         self._result_storage = result_storage
         self._content_hashes = {} if content_hashes is None else content_hashes  # from workers' result records
         self.planner: CachePlanner | None = None
+        self.recorder = recorder
 
     # ---------------------------------------------------------------- submission
     def submit(self, task: Any, args: tuple, kwargs: dict, wait_for: Iterable[Any] = ()) -> TaskFuture:
@@ -135,6 +139,9 @@ class TaskRunTracker:
             self.runs.append(run)
             if self._keep_completed or self._reusable:
                 run.fingerprint = _fingerprint(run)
+            if self.recorder is not None:
+                run.upstream = tuple(_upstream_of(run))
+                self.recorder.task_created(run, self.flow_run_id)
             previous = self._reusable.get((task.name, index))
             if previous is not None and self._reuse(run, previous):
                 continue
@@ -154,6 +161,7 @@ class TaskRunTracker:
     def _plan(self, run: TaskRun) -> Submission | None:
         """What to send for `run` now; None when it is deferred, cached, or cannot run."""
         upstream = _upstream_of(run)
+        run.upstream = tuple(upstream)
         if any(up.handle is None and not up.state.is_final() for up in upstream) or (
             run.task.cache and any(not up.state.is_final() for up in upstream)
         ):
@@ -215,7 +223,9 @@ class TaskRunTracker:
         if spec is None:
             log_prints = self.log_prints if task.log_prints is None else task.log_prints
             store = self._cache_planner().store if task.cache else None
-            spec = self._specs[task] = TaskSpec(task, self.flow_run_id, self.flow_run_name, log_prints, store)
+            spec = self._specs[task] = TaskSpec(
+                task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self.recorder is not None
+            )
         return spec
 
     def _cache_planner(self) -> CachePlanner:
@@ -329,6 +339,10 @@ class TaskRunTracker:
     def _set_state(self, run: TaskRun, state: State) -> None:
         run.state = state
         if state.is_final():
+            if self.recorder is not None:
+                self.recorder.task_state(run, state)
+            if run.task.on_completion or run.task.on_failure:
+                run_task_hooks(run, state, self.flow_run_id)
             run.args = run.kwargs = None
             run.wait_for = ()
             if state.type in (StateType.FAILED, StateType.CRASHED) and self.first_failure is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from dagrun.cli.runs_commands import flows_group, runs_group
 from dagrun.cli.server_command import server_command
 from dagrun.errors import DagrunError
 
@@ -64,7 +65,8 @@ def run(target: str, params: tuple[str, ...], address: str | None, cluster: str 
         sys.exit(130 if state.is_cancelled() else 1)
 
 
-cli.add_command(server_command)
+for command in (server_command, runs_group, flows_group):
+    cli.add_command(command)
 
 
 def main() -> None:

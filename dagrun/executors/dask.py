@@ -53,6 +53,8 @@ def _forward_log(line: dict) -> None:
     except ValueError:  # not on a worker (e.g. a local client.run); print where we are
         print(line["message"])
         return
+    if line.get("kind") == "running":
+        line["worker"] = worker.address
     worker.log_event(LOG_TOPIC, line)
 
 

@@ -119,6 +119,7 @@ class TaskRunState:
     result_size: int | None = None
     start_time: float | None = None
     end_time: float | None = None
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,6 +173,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
                 int(final), end_time, timestamp, end_time,
                 int(final), error, error,
                 int(final), traceback, traceback,
+                _text(event.cache_key),
                 str(event.task_run_id),
             )
         )
@@ -184,7 +185,8 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
         "start_time = COALESCE(?, start_time, ?), "
         "end_time = CASE WHEN ? = 1 THEN COALESCE(?, end_time, ?) ELSE ? END, "
         "error = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, error) END, "
-        "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END "
+        "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END, "
+        "cache_key = COALESCE(?, cache_key) "
         "WHERE id = ?",
         rows,
     )

@@ -1,0 +1,83 @@
+"""State hooks and failure notifications: user code and endpoints told when a run ends.
+
+`on_completion` / `on_failure` hooks (on tasks and flows) are called in the driver as
+`hook(task_or_flow, run_record, state)`; a hook that raises is logged, never fails the run.
+Notifiers (`@flow(notify=...)`, or `DAGRUN_NOTIFY_WEBHOOK` / `DAGRUN_NOTIFY_SLACK` for every
+flow) post when a top-level flow run fails or crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from dagrun.notify import Notifier, SlackNotifier, WebhookNotifier, notifiers_from
+from dagrun.states import State, StateType
+
+logger = logging.getLogger("dagrun.hooks")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunRecord:
+    """What a task hook learns about the run it is called for."""
+
+    id: str
+    name: str
+    task_name: str
+    flow_run_id: str
+    cache_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunRecord:
+    """What a flow hook or notifier learns about the run it is called for."""
+
+    id: str
+    name: str
+    flow_name: str
+    parameters: dict[str, Any]
+    start_time: float | None
+    end_time: float | None
+    failed_task: str | None
+
+
+def run_task_hooks(run: Any, state: State, flow_run_id: str) -> None:
+    task = run.task
+    hooks = task.on_completion if state.is_completed() else task.on_failure if state.is_failed() or state.is_crashed() else ()
+    record = TaskRunRecord(run.id, run.name, task.name, flow_run_id, run.cache_key)
+    _call_all(hooks, task, record, state)
+
+
+def run_flow_hooks(engine: Any, state: State) -> None:
+    flow = engine.flow
+    failure = engine.tasks.first_failure if engine.tasks is not None else None
+    record = FlowRunRecord(
+        engine.flow_run_id, engine.flow_run_name, flow.name, dict(engine.parameters),
+        state.start_time, state.end_time, failure.name if failure is not None else None,
+    )
+    if state.is_completed():
+        _call_all(flow.on_completion, flow, record, state)
+    elif state.type in (StateType.FAILED, StateType.CRASHED):
+        _call_all(flow.on_failure, flow, record, state)
+        if engine.parent is None:
+            for notifier in flow_notifiers(flow):
+                notifier.notify(record, state)
+
+
+def flow_notifiers(flow: Any) -> list[Notifier]:
+    notifiers = notifiers_from(flow.notify)
+    if os.environ.get("DAGRUN_NOTIFY_WEBHOOK"):
+        notifiers.append(WebhookNotifier(os.environ["DAGRUN_NOTIFY_WEBHOOK"]))
+    if os.environ.get("DAGRUN_NOTIFY_SLACK"):
+        notifiers.append(SlackNotifier(os.environ["DAGRUN_NOTIFY_SLACK"]))
+    return notifiers
+
+
+def _call_all(hooks: tuple, owner: Any, record: Any, state: State) -> None:
+    for hook in hooks:
+        try:
+            hook(owner, record, state)
+        except Exception:  # noqa: BLE001 - a hook must never change the run's outcome
+            logger.exception("Hook %r of %r failed", getattr(hook, "__name__", hook), owner.name)

@@ -1,0 +1,197 @@
+"""Recording runs in the run history, off the hot path.
+
+The engine tells a `RunRecorder` what happens (a flow run started, a task run was created,
+reached a state, logged a line); the recorder turns each fact into a small history event and
+hands it to the `HistoryWriter` thread, which writes them in batches. Nothing here blocks on
+the database. If the history cannot be opened, one warning is logged and runs go unrecorded:
+a flow never fails because of its history.
+
+Workers report what only they know (when an attempt started, on which worker, how many
+attempts it took) as `running` / `retrying` / `finished` records through the same channel
+as log lines; `worker_record` folds them into the task run's history.
+
+`DAGRUN_HISTORY=off` turns recording off (benchmarks compare both).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import _thread
+import socket
+import threading
+import time
+import traceback
+from typing import Any
+
+from dagrun.history import HistoryStore, HistoryWriter
+from dagrun.history.events import (
+    FlowRunStarted,
+    FlowRunState,
+    LogLine,
+    TaskRunAttempt,
+    TaskRunCreated,
+    TaskRunState,
+)
+from dagrun.states import State, StateType
+
+logger = logging.getLogger("dagrun.history")
+
+
+def history_enabled() -> bool:
+    return os.environ.get("DAGRUN_HISTORY", "on").strip().lower() not in {"0", "off", "false", "no"}
+
+
+class RunRecorder:
+    """Feeds one top-level flow run (and its subflows) to the run history."""
+
+    def __init__(self, writer: HistoryWriter, store: HistoryStore) -> None:
+        self._writer = writer
+        self.store = store
+        self._finished: dict[str, dict] = {}  # task_run_id -> the worker's `finished` record
+
+    @classmethod
+    def open(cls) -> RunRecorder | None:
+        """A recorder on `DAGRUN_DATABASE_URL` / `$DAGRUN_HOME/dagrun.db`, or None (warned)."""
+        if not history_enabled():
+            return None
+        try:
+            store = HistoryStore.from_env()
+            store.mark_lost_runs()  # a run whose driver died is shown Crashed, not Running
+        except Exception as exc:  # noqa: BLE001 - the flow must run without its history
+            logger.warning("Run history unavailable, this run is not recorded: %s", exc)
+            return None
+        return cls(HistoryWriter(store), store)
+
+    def close(self) -> None:
+        """Write everything submitted so far, then stop the writer thread."""
+        self._writer.close()
+        self.store.close()
+
+    # ---------------------------------------------------------------- flow runs
+    def flow_started(self, engine: Any, executor: str, address: str | None) -> None:
+        parent = engine.parent
+        self._writer.submit(
+            FlowRunStarted(
+                flow_run_id=engine.flow_run_id,
+                flow_name=engine.flow.name,
+                flow_run_name=engine.flow_run_name,
+                parameters=dict(engine.parameters),
+                start_time=time.time(),
+                parent_flow_run_id=parent.flow_run_id if parent is not None else None,
+                parent_task_run_id=None,
+                executor=executor,
+                address=address,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                deployment=os.environ.get("DAGRUN_DEPLOYMENT") if parent is None else None,
+                slot=os.environ.get("DAGRUN_DEPLOYMENT_SLOT") if parent is None else None,
+            )
+        )
+
+    def flow_state(self, flow_run_id: str, state: State) -> None:
+        error, trace = _error_fields(state.exception)
+        self._writer.submit(
+            FlowRunState(flow_run_id, state.name, time.time(), state.message, error, trace)
+        )
+
+    # ---------------------------------------------------------------- task runs
+    def task_created(self, run: Any, flow_run_id: str) -> None:
+        self._writer.submit(
+            TaskRunCreated(
+                run.id, flow_run_id, run.task.name, run.name,
+                tuple(up.id for up in run.upstream), run.cache_key, time.time(),
+            )
+        )
+
+    def task_state(self, run: Any, state: State) -> None:
+        finished = self._finished.pop(run.id, None) or {}
+        error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
+        self._writer.submit(
+            TaskRunState(
+                task_run_id=run.id,
+                state=state.name,
+                timestamp=state.timestamp or time.time(),
+                message=state.message,
+                attempt=finished.get("attempts"),
+                error=error,
+                traceback=trace,
+                cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
+                result_size=finished.get("size"),
+                end_time=finished.get("end_time"),
+                cache_key=run.cache_key,
+            )
+        )
+
+    def worker_record(self, record: dict) -> None:
+        """A `running` / `retrying` / `finished` record sent by the worker running a task."""
+        kind, task_run_id = record["kind"], record["task_run_id"]
+        if kind == "running":
+            self._writer.submit(
+                TaskRunState(
+                    task_run_id, StateType.RUNNING.value, record["timestamp"], attempt=record["attempt"],
+                    worker=record.get("worker"), start_time=record["timestamp"],
+                )
+            )
+        elif kind == "retrying":
+            self._writer.submit(
+                TaskRunAttempt(
+                    task_run_id, record["attempt"], record["start_time"], record["timestamp"],
+                    record.get("error"), record.get("traceback"),
+                )
+            )
+            self._writer.submit(
+                TaskRunState(task_run_id, StateType.RETRYING.value, record["timestamp"], record.get("message", ""))
+            )
+        elif kind == "finished":
+            self._finished[task_run_id] = record
+
+    def log(self, line: dict) -> None:
+        self._writer.submit(
+            LogLine(
+                line["flow_run_id"], line.get("task_run_id"), line["timestamp"], line["level"],
+                line.get("logger", "dagrun"), line["message"],
+            )
+        )
+
+
+def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None]:
+    if exception is None:
+        return None, None
+    error = f"{type(exception).__name__}: {exception}"
+    return error, "".join(traceback.format_exception(exception)).rstrip()
+
+
+class CancelWatcher:
+    """While a top-level run is going, polls the history for `dagrun runs cancel ID` and, when
+    asked, interrupts the run's main thread: the same path as Ctrl-C (pending tasks are
+    cancelled, states become Cancelled, the local cluster is shut down)."""
+
+    def __init__(self, engine: Any, interval: float = 1.0) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> CancelWatcher:
+        recorder = self._engine.recorder
+        if recorder is not None and threading.current_thread() is threading.main_thread():
+            self._thread = threading.Thread(target=self._watch, args=(recorder.store,), daemon=True, name="dagrun-cancel")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self, store: HistoryStore) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                requested = store.cancel_requested(self._engine.flow_run_id)
+            except Exception:  # noqa: BLE001 - a busy or vanished database: ask again later
+                continue
+            if requested:
+                self._engine.log(logging.WARNING, "Cancel requested: cancelling the flow run")
+                _thread.interrupt_main()
+                return
