@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -96,7 +97,9 @@ class FlowRunEngine:
         self.flow = flow
         self.parameters = parameters
         self.parent = parent
-        self.flow_run_id = uuid.uuid4().hex
+        # A service that launches the run (`dagrun serve`) may choose its id, to find it later.
+        given_id = os.environ.get("DAGRUN_FLOW_RUN_ID") if parent is None else None
+        self.flow_run_id = given_id or uuid.uuid4().hex
         self.flow_run_name = f"{flow.name}-{self.flow_run_id[:6]}"
         self.session: ExecutorSession | None = None
         self.recorder: RunRecorder | None = None

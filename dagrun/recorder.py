@@ -38,6 +38,14 @@ from dagrun.states import State, StateType
 logger = logging.getLogger("dagrun.history")
 
 
+def lease_seconds() -> float:
+    """How long a run may go without its driver's heartbeat before it is shown Crashed."""
+    try:
+        return max(1.0, float(os.environ.get("DAGRUN_LEASE_SECONDS", "30")))
+    except ValueError:
+        return 30.0
+
+
 def history_enabled() -> bool:
     return os.environ.get("DAGRUN_HISTORY", "on").strip().lower() not in {"0", "off", "false", "no"}
 
@@ -86,6 +94,7 @@ class RunRecorder:
                 pid=os.getpid(),
                 deployment=os.environ.get("DAGRUN_DEPLOYMENT") if parent is None else None,
                 slot=os.environ.get("DAGRUN_DEPLOYMENT_SLOT") if parent is None else None,
+                lease_seconds=lease_seconds(),
             )
         )
 
