@@ -3,7 +3,9 @@
 Scenarios: 2,000 independent trivial tasks; a chain of 300 dependent tasks; a map over 2,000
 items plus one reduce. Each is measured for raw Dask and for dagrun (best of N repeats) on
 the same cluster, and the ratio dagrun / raw is printed. Run for both scheduler settings:
-worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1).
+worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1). dagrun runs
+with its run history on (the default; a temporary DAGRUN_HOME), and a last row compares the
+2,000-task fan-out with history on vs off (bar: history adds <= 10%).
 
     python benchmarks/overhead.py [--repeats 3] [--saturation inf|1.1|both]
 """
@@ -11,7 +13,10 @@ worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1).
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import tempfile
 import time
 
 import dask
@@ -98,6 +103,14 @@ def measure(saturation: float, repeats: int) -> list[tuple[str, float, float]]:
             raw_best, _ = best_of(repeats, lambda: raw(client, n))
             dag_best, _ = best_of(repeats, lambda: flow_with_cluster(n))
             rows.append((label, raw_best, dag_best))
+        independent = dagrun_independent.with_options(executor=executor)
+        with_history, _ = best_of(repeats, lambda: independent(2000))
+        os.environ["DAGRUN_HISTORY"] = "off"
+        try:
+            without_history, _ = best_of(repeats, lambda: independent(2000))
+        finally:
+            del os.environ["DAGRUN_HISTORY"]
+        rows.append(("2,000 tasks: history on/off", without_history, with_history))
     finally:
         client.close()
         cluster.close()
@@ -113,10 +126,13 @@ def main() -> None:
     import logging
 
     logging.getLogger("dagrun").setLevel(logging.WARNING)  # no per-run banner lines in the table
-    print(f"{'scenario':<26} {'saturation':>10} {'raw s':>8} {'dagrun s':>9} {'ratio':>6}")
+    os.environ["DAGRUN_HOME"] = tempfile.mkdtemp(prefix="dagrun-bench-")
+    print(f"{'scenario':<28} {'saturation':>10} {'raw s':>8} {'dagrun s':>9} {'ratio':>6}")
+    print(f"{'':<28} {'':>10} {'(off)':>8} {'(on)':>9}   <- last row: history off vs on")
     for saturation in settings:
         for label, raw_time, dag_time in measure(saturation, options.repeats):
-            print(f"{label:<26} {saturation:>10} {raw_time:8.3f} {dag_time:9.3f} {dag_time / raw_time:6.2f}")
+            print(f"{label:<28} {saturation:>10} {raw_time:8.3f} {dag_time:9.3f} {dag_time / raw_time:6.2f}")
+    shutil.rmtree(os.environ["DAGRUN_HOME"], ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from dagrun.executors import resolve_executor
 from dagrun.executors.base import ExecutorSession
 from dagrun.hooks import run_flow_hooks
 from dagrun.logs import capture_prints, make_log_line, print_log_line
+from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
 from dagrun.states import State, StateType
@@ -76,7 +77,7 @@ def run_flow(
         try:
             session = chosen.start(on_log=engine.on_log)
             try:
-                with CancelWatcher(engine):
+                with CancelWatcher(engine), ProgressDisplay(engine):
                     state = engine.run(session, executor_name=repr(chosen))
             finally:
                 session.shutdown()

@@ -86,11 +86,23 @@ class ConsoleFormatter(logging.Formatter):
         return text
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is now (so a live progress display can redirect it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def console_logger() -> logging.Logger:
     """The driver's logger for run lines, given a stderr handler unless the user configured one."""
     logger = logging.getLogger(CONSOLE_LOGGER)
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderrHandler()
         handler.setFormatter(ConsoleFormatter())
         logger.addHandler(handler)
         logger.propagate = False
