@@ -172,12 +172,26 @@ class FlowRunEngine:
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             time.sleep(delay)
             attempt += 1
+        self._record_timings(started)
         return self._finish(
             State(
                 state.type, message=state.message, data=state.data, exception=state.exception,
                 start_time=started, end_time=time.time(),
             )
         )
+
+    def _record_timings(self, since: float) -> None:
+        """Add the executor's start/end/worker of each task run to the history, in one batch."""
+        if self.recorder is None or self.tasks is None:
+            return
+        try:
+            timings = self.session.task_timings(since)
+        except Exception:  # noqa: BLE001 - timings are nice to have; the scheduler may be gone
+            return
+        for run in self.tasks.runs:
+            timing = timings.get(f"{run.task.name}-{run.id}")
+            if timing is not None and run.state.is_final():
+                self.recorder.task_state(run, run.state, timing)
 
     def _finish(self, state: State) -> State:
         """Record the final state: log it, store it, run hooks and notifiers."""

@@ -57,6 +57,7 @@ class RunRecorder:
         self._writer = writer
         self.store = store
         self._finished: dict[str, dict] = {}  # task_run_id -> the worker's `finished` record
+        self._retries: dict[str, int] = {}  # task_run_id -> attempts that failed and were retried
 
     @classmethod
     def open(cls) -> RunRecorder | None:
@@ -113,8 +114,14 @@ class RunRecorder:
             )
         )
 
-    def task_state(self, run: Any, state: State) -> None:
+    def task_state(self, run: Any, state: State, timing: tuple[str, float, float] | None = None) -> None:
+        """A task run's state; `timing` (worker, start, end) when the executor reports it apart."""
         finished = self._finished.pop(run.id, None) or {}
+        if timing is not None:
+            finished = {**finished, "worker": timing[0], "start_time": timing[1], "end_time": timing[2]}
+        attempts = finished.get("attempts")
+        if attempts is None and state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
+            attempts = self._retries.get(run.id, 0) + 1
         error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
         self._writer.submit(
             TaskRunState(
@@ -122,9 +129,11 @@ class RunRecorder:
                 state=state.name,
                 timestamp=state.timestamp or time.time(),
                 message=state.message,
-                attempt=finished.get("attempts"),
+                attempt=attempts,
                 error=error,
                 traceback=trace,
+                worker=finished.get("worker"),
+                start_time=finished.get("start_time"),
                 cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
                 result_size=finished.get("size"),
                 end_time=finished.get("end_time"),
@@ -133,16 +142,10 @@ class RunRecorder:
         )
 
     def worker_record(self, record: dict) -> None:
-        """A `running` / `retrying` / `finished` record sent by the worker running a task."""
+        """A `retrying` / `finished` record sent by the worker running a task."""
         kind, task_run_id = record["kind"], record["task_run_id"]
-        if kind == "running":
-            self._writer.submit(
-                TaskRunState(
-                    task_run_id, StateType.RUNNING.value, record["timestamp"], attempt=record["attempt"],
-                    worker=record.get("worker"), start_time=record["timestamp"],
-                )
-            )
-        elif kind == "retrying":
+        if kind == "retrying":
+            self._retries[task_run_id] = record["attempt"]
             self._writer.submit(
                 TaskRunAttempt(
                     task_run_id, record["attempt"], record["start_time"], record["timestamp"],

@@ -1,6 +1,7 @@
 """The task wrapper: what actually executes on a worker (or in-process) for one task run.
 
-It sets the task-run context, runs the user's function under its retry policy and timeout,
+It sets the task-run context, holds the task's concurrency-limit slots (when the executor
+enforces limits), runs the user's function under its retry policy and timeout,
 logs each retry, and checks that the returned value can travel to other workers. It imports
 nothing that needs the driver, the run history or a specific executor.
 """
@@ -11,6 +12,8 @@ import logging
 import pickle
 import time
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +46,10 @@ class TaskSpec:
     flow_run_name: str | None
     log_prints: bool
     store: ResultStore | None = None  # where a cached task's worker writes its result
-    report: bool = False  # send running/retrying/finished records (the run history wants them)
+    report: bool = False  # send a `finished` record per run (timings for the run history)
+    # Held around all attempts of a call: one slot per tag of the task that has a concurrency
+    # limit. Set by an executor that enforces limits cluster-wide (Dask); None runs at once.
+    concurrency_slots: Callable[[], AbstractContextManager[Any]] | None = None
 
 
 def run_task(
@@ -60,8 +66,10 @@ def run_task(
 
     With a `cache_key`, the result is also written to the spec's store, and the `finished`
     record sent to the sink carries its checksum and size (no data) for downstream keys.
-    With `spec.report`, `running` / `retrying` / `finished` records tell the driver what only
-    the worker knows: when attempts started and ended, and how many there were.
+    A `retrying` record reports each failed attempt that is retried (for the run history).
+    With `spec.report`, a `finished` record tells the driver when the run started and ended
+    and how many attempts it took (executors that know timings themselves, like Dask's task
+    stream, leave `report` off so the hot path sends nothing extra).
     """
     task = spec.task
     context = TaskRunContext(
@@ -84,20 +92,21 @@ def run_task(
             f"after {type(exception).__name__}: {exception}"
         )
         log_sink(make_log_line(context, logging.WARNING, message, "dagrun.task_run"))
-        if spec.report:
-            log_sink({
+        log_sink({
                 "kind": "retrying", "task_run_id": task_run_id, "attempt": attempt, "message": message,
                 "start_time": attempts[-1], "timestamp": time.time(),
                 "error": f"{type(exception).__name__}: {exception}",
-                "traceback": "".join(traceback.format_exception(exception)).rstrip(),
-            })
+            "traceback": "".join(traceback.format_exception(exception)).rstrip(),
+        })
         attempts.append(time.time() + delay)
 
     finished: dict[str, Any] = {"kind": "finished", "task_run_id": task_run_id}
-    if spec.report:
-        log_sink({"kind": "running", "task_run_id": task_run_id, "attempt": 1, "timestamp": attempts[0]})
+    # Slots are taken before the first attempt and given back after the last (also on
+    # failure); a retry delay keeps them, so a retrying run is not overtaken by waiting runs.
+    slots = spec.concurrency_slots() if spec.concurrency_slots is not None else nullcontext()
     try:
-        with task_run_scope(context):
+        with task_run_scope(context), slots:
+            attempts[0] = time.time()  # waiting for a slot is not running
             value, _ = call_with_retries(
                 task.fn,
                 args,
@@ -118,7 +127,7 @@ def run_task(
         return value
     finally:
         if spec.report or "checksum" in finished:
-            log_sink({**finished, "attempts": len(attempts), "end_time": time.time()})
+            log_sink({**finished, "attempts": len(attempts), "start_time": attempts[0], "end_time": time.time()})
 
 
 def load_result(spec: TaskSpec, cache_key: str) -> Any:

@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import time
 import traceback
-import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -50,8 +49,8 @@ class TaskRun:
         "fingerprint", "cache_key", "content_hash",
     )
 
-    def __init__(self, task: Any, index: int, args: tuple, kwargs: dict) -> None:
-        self.id = uuid.uuid4().hex
+    def __init__(self, run_id: str, task: Any, index: int, args: tuple, kwargs: dict) -> None:
+        self.id = run_id
         self.task = task
         self.index = index
         self.state = _SUBMITTED
@@ -131,7 +130,9 @@ class TaskRunTracker:
         for args, kwargs in calls:
             index = self._call_counts.get(task.name, 0)
             self._call_counts[task.name] = index + 1
-            run = TaskRun(task, index, args, kwargs)
+            self._run_count += 1
+            # Unique without a syscall per run: the flow run's random id + a counter.
+            run = TaskRun(f"{self.flow_run_id[:20]}{self._run_count:012x}", task, index, args, kwargs)
             run.wait_for = wait_for
             future = TaskFuture(run, self)
             run.future_ref = weakref.ref(future)
@@ -451,6 +452,7 @@ class TaskRunTracker:
 
     _cancelled = False
     _since_sweep = 0
+    _run_count = 0
 
 
 def _substitute(value: Any, upstream: list[TaskRun], handle_of: Callable[[TaskRun], Any]) -> Any:

@@ -84,6 +84,11 @@ class ExecutorSession(ABC):
     def cancel(self, handles: Iterable[Handle]) -> None:
         """Cancel handles that have not finished."""
 
+    def task_timings(self, since: float) -> dict[str, tuple[str, float, float]]:
+        """Executor-side timings (key -> (worker, start, stop)) for tasks whose own runner
+        did not report them; empty when runners report their own."""
+        return {}
+
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         """True when the failure came from the infrastructure, not from user code."""
         return False

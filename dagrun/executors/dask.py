@@ -11,14 +11,27 @@ The default local cluster is tuned for pipelines rather than array maths:
   queueing them (per-task overhead drops several-fold on small tasks);
 - scheduler and dashboard bound to 127.0.0.1, and a 60 s worker TTL so a hung worker is
   detected.
+
+Clusters dagrun starts from a class (`cluster=`) get the same scheduler settings, and the
+config's `worker_env` / `scheduler_options` are put where each family of classes takes them
+(`managed_cluster_kwargs`). Before a session runs anything on workers it did not start, it
+checks their Python minor version, dagrun and cloudpickle against the driver's (one Dask
+version broadcast per flow run). Tasks with `resources=` run only on workers that declare
+them; tags with a concurrency limit hold a `distributed.Semaphore` lease per task run
+(`TagSlots`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import re
+import shlex
+import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import dask
@@ -33,17 +46,25 @@ from dagrun.cluster_config import (
     load_cluster_config,
     security_kwargs,
 )
+from dagrun.concurrency import read_limits
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
+from dagrun.logs import get_run_logger
 from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
 
 LOG_TOPIC = "dagrun-logs"
 THREADS_PER_WORKER = 4
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
-_LOCAL_CLUSTER_CONFIG = {
+# Set while dagrun starts a cluster: read by a scheduler started in this process, and passed
+# on by SSHCluster to the processes it starts. A scheduler in a pod reads environment variables.
+_MANAGED_CLUSTER_CONFIG = {
     "distributed.scheduler.worker-saturation": float("inf"),
     "distributed.scheduler.worker-ttl": "60s",
 }
+_KUBERNETES_SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "60s"}
+_SCHEDULER_OPTIONS_ARGUMENT = {"local": "scheduler_kwargs", "ssh": "scheduler_options", "jobqueue": "scheduler_options"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MATCHED_PACKAGES = ("dagrun", "cloudpickle")  # and the Python minor version
 
 
 def _forward_log(line: dict) -> None:
@@ -53,7 +74,7 @@ def _forward_log(line: dict) -> None:
     except ValueError:  # not on a worker (e.g. a local client.run); print where we are
         print(line["message"])
         return
-    if line.get("kind") == "running":
+    if line.get("kind") == "finished":
         line["worker"] = worker.address
     worker.log_event(LOG_TOPIC, line)
 
@@ -97,6 +118,186 @@ def _resource_key(submission: Submission) -> tuple:
     return tuple(sorted((submission.resources or {}).items()))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TagSlots:
+    """The concurrency-limit slots one task run holds on a worker: a lease of the cluster-wide
+    `distributed.Semaphore` of each (tag, limit), taken in tag order so that two runs wanting
+    the same tags never each hold one and wait for the other. Calling it gives the context
+    manager `run_task` holds around the run's attempts; leases are released on exit, also on
+    exceptions (a dead worker's leases expire after `distributed.scheduler.locks.lease-timeout`).
+    """
+
+    limits: tuple[tuple[str, int], ...]
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        held: list[distributed.Semaphore] = []
+        try:
+            for tag, limit in self.limits:
+                semaphore = distributed.Semaphore(max_leases=limit, name=semaphore_name(tag, limit))
+                _acquire(semaphore, tag, limit)
+                held.append(semaphore)
+            yield
+        finally:
+            for semaphore in reversed(held):
+                semaphore.release()  # never raises; a failed release expires with its lease
+
+
+def semaphore_name(tag: str, limit: int) -> str:
+    """The scheduler-wide semaphore of a tag. The limit is part of the name because Dask
+    refuses a semaphore registered again with another size: after `dagrun concurrency set`
+    changes a limit, runs already going keep the old semaphore and new runs use the new one."""
+    return f"dagrun-tag-{tag}-limit-{limit}"
+
+
+def _acquire(semaphore: distributed.Semaphore, tag: str, limit: int) -> None:
+    """Take a lease; while waiting for one, leave the worker's thread pool, so a waiting run
+    does not occupy a thread that other tasks could run on."""
+    if semaphore.acquire(timeout=0):
+        return
+    runs = "run" if limit == 1 else "runs"
+    get_run_logger().info(f"Waiting for a concurrency slot of tag '{tag}' (at most {limit} {runs} at once)")
+    distributed.secede()
+    try:
+        semaphore.acquire()
+    finally:
+        distributed.rejoin()
+
+
+def version_mismatches(versions: Mapping[str, Any]) -> list[str]:
+    """One line per worker whose Python minor version, dagrun or cloudpickle differs from the
+    driver's, in the form `Client.get_versions(packages=["dagrun"])` returns."""
+    expected = _matched_versions(versions["client"])
+    problems = []
+    for address, report in sorted(versions["workers"].items()):
+        found = _matched_versions(report)
+        differences = [
+            f"{name} {found[name] or 'missing'} (driver: {expected[name] or 'missing'})"
+            for name in expected
+            if found[name] != expected[name]
+        ]
+        if differences:
+            problems.append(f"worker {address} has {', '.join(differences)}")
+    return problems
+
+
+def _matched_versions(report: Any) -> dict[str, str | None]:
+    packages = (report.get("packages") if isinstance(report, Mapping) else None) or {}
+    python = packages.get("python")
+    minor = ".".join(str(python).split(".")[:2]) if python else None
+    return {"python": minor, **{name: packages.get(name) for name in _MATCHED_PACKAGES}}
+
+
+def check_worker_versions(client: distributed.Client, source: str) -> None:
+    """Refuse workers that could not run this driver's tasks (pickled by this Python and
+    cloudpickle, calling this dagrun), before anything is submitted. Workers that join later
+    (adaptive scaling from zero) are not checked; Dask logs its own version warnings for them."""
+    problems = version_mismatches(client.get_versions(packages=["dagrun"]))
+    if problems:
+        raise ConfigError(
+            f"{source}: the workers of the scheduler at {client.scheduler.address} do not match "
+            f"this driver: {'; '.join(problems)}. Install the same Python minor version, dagrun "
+            "and cloudpickle on the workers as here (tasks are pickled here and run there); "
+            "nothing was submitted"
+        )
+
+
+def _cluster_family(cluster_class: Any) -> str:
+    """Which arguments of `cluster_class` take worker_env and scheduler_options: 'local',
+    'ssh', 'jobqueue', 'kubernetes', or 'other' (neither is supported)."""
+    if isinstance(cluster_class, type) and issubclass(cluster_class, distributed.LocalCluster):
+        return "local"
+    if cluster_class is distributed.SSHCluster:
+        return "ssh"
+    package = str(getattr(cluster_class, "__module__", "")).partition(".")[0]
+    return {"dask_jobqueue": "jobqueue", "dask_kubernetes": "kubernetes"}.get(package, "other")
+
+
+def managed_cluster_kwargs(
+    cluster_class: Any,
+    cluster_kwargs: Mapping[str, Any],
+    *,
+    worker_env: Mapping[str, str],
+    scheduler_options: Mapping[str, Any],
+    source: str,
+) -> dict[str, Any]:
+    """`cluster_kwargs` with the config's `worker_env` and `scheduler_options` put where
+    `cluster_class` takes them; a ConfigError, before anything starts, where it takes none.
+
+    | cluster class              | worker_env                          | scheduler_options    |
+    |----------------------------|-------------------------------------|----------------------|
+    | LocalCluster (processes)   | `env=` of each worker's Nanny       | `scheduler_kwargs=`  |
+    | SSHCluster                 | `worker_options.env` (each Nanny)   | `scheduler_options=` |
+    | dask-jobqueue classes      | `export` lines in `job_script_prologue` | `scheduler_options=` |
+    | dask-kubernetes KubeCluster| `env=` (scheduler and worker pods)  | not supported        |
+
+    KubeCluster also gets the 60 s worker TTL as an environment variable, since its scheduler
+    runs in a pod that does not see this process's Dask config.
+    """
+    kwargs = dict(cluster_kwargs)
+    family = _cluster_family(cluster_class)
+    name = getattr(cluster_class, "__qualname__", repr(cluster_class))
+    worker_env = dict(worker_env)
+    if family == "kubernetes":
+        kwargs["env"] = _kubernetes_env(kwargs.get("env"), worker_env)
+    elif worker_env and family == "local":
+        if kwargs.get("processes") is False:
+            raise ConfigError(
+                f"{source}: worker_env needs worker processes, but cluster.kwargs sets "
+                "processes: false (threaded workers share this process's environment)"
+            )
+        kwargs["env"] = {**(kwargs.get("env") or {}), **worker_env}
+    elif worker_env and family == "ssh":
+        worker_options = dict(kwargs.get("worker_options") or {})
+        worker_options["env"] = {**(worker_options.get("env") or {}), **worker_env}
+        kwargs["worker_options"] = worker_options
+    elif worker_env and family == "jobqueue":
+        for variable in worker_env:
+            if not _ENV_NAME.fullmatch(variable):
+                raise ConfigError(
+                    f"{source}: worker_env.{variable}: a job script cannot export this name; "
+                    "use letters, digits and _ (not starting with a digit)"
+                )
+        prologue = kwargs.get("job_script_prologue") or []
+        prologue = [prologue] if isinstance(prologue, str) else list(prologue)
+        exports = [f"export {variable}={shlex.quote(value)}" for variable, value in worker_env.items()]
+        kwargs["job_script_prologue"] = [*prologue, *exports]
+    elif worker_env:
+        raise ConfigError(
+            f"{source}: worker_env is not supported for cluster class '{name}' (dagrun passes it "
+            "to LocalCluster, SSHCluster, dask-jobqueue and dask-kubernetes clusters); set the "
+            "workers' environment through that class's own arguments in cluster.kwargs"
+        )
+    if scheduler_options:
+        argument = _SCHEDULER_OPTIONS_ARGUMENT.get(family)
+        if argument is None:
+            raise ConfigError(
+                f"{source}: scheduler_options is not supported for cluster class '{name}' "
+                "(dagrun passes it to LocalCluster, SSHCluster and dask-jobqueue clusters); "
+                "set the scheduler's options through that class's own arguments in cluster.kwargs"
+            )
+        if argument in kwargs:
+            raise ConfigError(
+                f"{source}: scheduler options are set twice: top-level 'scheduler_options' and "
+                f"cluster.kwargs.{argument}; keep one"
+            )
+        kwargs[argument] = dict(scheduler_options)
+    return kwargs
+
+
+def _kubernetes_env(env: Any, worker_env: dict[str, str]) -> Any:
+    """KubeCluster's `env` (a mapping, or Kubernetes' list of {name, value}) with dagrun's
+    scheduler settings under it and `worker_env` over it."""
+    if env is None:
+        env = dask.config.get("kubernetes.env", default=None)
+    if env is None or isinstance(env, Mapping):
+        return {**_KUBERNETES_SCHEDULER_ENV, **(env or {}), **worker_env}
+    named = {item.get("name") for item in env if isinstance(item, Mapping)}
+    defaults = [{"name": k, "value": v} for k, v in _KUBERNETES_SCHEDULER_ENV.items() if k not in named]
+    kept = [item for item in env if not (isinstance(item, Mapping) and item.get("name") in worker_env)]
+    return [*defaults, *kept, *({"name": k, "value": v} for k, v in worker_env.items())]
+
+
 def default_cluster_size() -> tuple[int, int]:
     """(worker processes, threads per worker) for the default local cluster."""
     try:
@@ -107,11 +308,21 @@ def default_cluster_size() -> tuple[int, int]:
 
 
 class DaskSession(ExecutorSession):
-    def __init__(self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None]) -> None:
+    def __init__(
+        self,
+        client: distributed.Client,
+        cluster: Any,
+        on_log: Callable[[dict], None],
+        *,
+        concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
+    ) -> None:
         self.client = client
         self._cluster = cluster  # closed on shutdown only when this session created it
         self.address = client.scheduler.address
         self._shared_specs: dict[int, tuple[TaskSpec, distributed.Future]] = {}
+        self._read_limits = concurrency_limits
+        self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
+        client.get_task_stream(start=time.time())  # switches on the scheduler's task stream
         client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
@@ -145,9 +356,22 @@ class DaskSession(ExecutorSession):
         from the graph (scattered data would be lost, failing every call that needs it)."""
         entry = self._shared_specs.get(id(spec))
         if entry is None:
-            future = self.client.submit(_same, spec, key=f"TaskSpec-{spec.task.name}-{uuid.uuid4().hex}", pure=False)
+            # Timings come from Dask's task stream (`task_timings`), not from per-task records.
+            shipped = dataclasses.replace(spec, report=False, concurrency_slots=self._slots_for(spec.task))
+            future = self.client.submit(_same, shipped, key=f"TaskSpec-{spec.task.name}-{uuid.uuid4().hex}", pure=False)
             entry = self._shared_specs[id(spec)] = (spec, future)  # holding spec pins its id
         return entry[1]
+
+    def _slots_for(self, task: Any) -> TagSlots | None:
+        """What a run of `task` holds while it runs: a slot per tag that has a concurrency
+        limit. Limits are read once per session, when the first tagged task is shipped."""
+        tags = getattr(task, "tags", None)
+        if not tags:
+            return None
+        if self._limits is None:
+            self._limits = self._read_limits()
+        limits = tuple(sorted((tag, self._limits[tag]) for tag in tags if tag in self._limits))
+        return TagSlots(limits) if limits else None
 
     def _submit_one(self, s: Submission) -> distributed.Future:
         spec = self._shared(s.spec)
@@ -203,6 +427,15 @@ class DaskSession(ExecutorSession):
         if pending:
             self.client.cancel(pending)
 
+    def task_timings(self, since: float) -> dict[str, tuple[str, float, float]]:
+        """key -> (worker, start, stop) of tasks computed since `since`, from the task stream."""
+        timings = {}
+        for record in self.client.get_task_stream(start=since):
+            computes = [s for s in record.get("startstops", ()) if s.get("action") == "compute"]
+            if computes:
+                timings[record["key"]] = (record.get("worker"), computes[0]["start"], computes[-1]["stop"])
+        return timings
+
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
 
@@ -228,6 +461,10 @@ class DaskExecutor(Executor):
     | `DaskExecutor(address="tcp://host:8786")`        | attach to a running scheduler           |
     | `DaskExecutor(cluster="dask_jobqueue.SLURMCluster", cluster_kwargs={...}, adapt={...})` | build that cluster |
     | `DaskExecutor.from_config("remote")`             | read `cluster_configs/remote.yaml`      |
+
+    `worker_env` and `scheduler_options` apply to clusters dagrun starts (see
+    `managed_cluster_kwargs`); workers dagrun did not start are checked for matching
+    versions (`check_worker_versions`) when a session starts.
     """
 
     def __init__(
@@ -240,10 +477,19 @@ class DaskExecutor(Executor):
         *,
         insecure: bool = False,
         connect_timeout: float = 60.0,
+        worker_env: Mapping[str, str] | None = None,
+        scheduler_options: Mapping[str, Any] | None = None,
         source: str = "DaskExecutor(...)",
     ) -> None:
         if address is not None and cluster is not None:
             raise ConfigError(f"{source}: give either address= or cluster=, not both")
+        running = address is not None or (cluster is not None and not isinstance(cluster, (str, type)))
+        for name, value in (("worker_env", worker_env), ("scheduler_options", scheduler_options)):
+            if value and running:
+                raise ConfigError(
+                    f"{source}: '{name}' needs a cluster that dagrun starts ('cluster'); the "
+                    "scheduler and workers it would attach to are already running"
+                )
         if address is not None:
             if not isinstance(address, str):
                 raise ConfigError(f"{source}: address must be a string like 'tls://host:8786', got {address!r}")
@@ -254,6 +500,8 @@ class DaskExecutor(Executor):
         self.adapt = dict(adapt) if adapt else None
         self.security = security
         self.connect_timeout = connect_timeout
+        self.worker_env = dict(worker_env or {})
+        self.scheduler_options = dict(scheduler_options or {})
         self.source = source
 
     @classmethod
@@ -272,6 +520,8 @@ class DaskExecutor(Executor):
             security=distributed.Security(**kwargs) if kwargs else None,
             insecure=config.insecure,
             connect_timeout=config.connect_timeout,
+            worker_env=config.worker_env,
+            scheduler_options=config.scheduler_options,
             source=config.source,
         )
 
@@ -280,38 +530,72 @@ class DaskExecutor(Executor):
             client = distributed.Client(
                 self.address, security=self.security, timeout=self.connect_timeout, set_as_default=False
             )
-            return DaskSession(client, None, on_log)
+            return self._session(client, None, on_log, check_versions=True)
         if self.cluster is not None and not isinstance(self.cluster, (str, type)):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
-            return DaskSession(client, None, on_log)
-        cluster = self._create_cluster()
+            return self._session(client, None, on_log, check_versions=True)
+        cluster_class, kwargs = self.cluster_arguments()
+        with dask.config.set(_MANAGED_CLUSTER_CONFIG):
+            cluster = cluster_class(**kwargs)
         try:
             if self.adapt:
+                if not callable(getattr(cluster, "adapt", None)):
+                    raise ConfigError(
+                        f"{self.source}: adapt: a {type(cluster).__name__} cannot scale adaptively "
+                        "(it has no adapt() method); remove 'adapt'"
+                    )
                 cluster.adapt(**self.adapt)
             client = distributed.Client(cluster, security=self.security, set_as_default=False)
         except BaseException:
             cluster.close()
             raise
-        return DaskSession(client, cluster, on_log)
+        # A LocalCluster's workers are this interpreter's children: nothing to compare.
+        return self._session(client, cluster, on_log, check_versions=_cluster_family(cluster_class) != "local")
 
-    def _create_cluster(self) -> Any:
-        with dask.config.set(_LOCAL_CLUSTER_CONFIG):
-            if self.cluster is None:
-                workers, threads = default_cluster_size()
-                kwargs = {
-                    "n_workers": workers,
-                    "threads_per_worker": threads,
-                    "processes": True,
-                    "host": "127.0.0.1",
-                    "dashboard_address": "127.0.0.1:0",
-                    **self.cluster_kwargs,
-                }
-                return distributed.LocalCluster(**kwargs)
-            if isinstance(self.cluster, type):
-                cluster_class = self.cluster
-            else:
-                cluster_class = import_cluster_class(self.cluster, source=self.source)
-            return cluster_class(**self.cluster_kwargs)
+    def _session(
+        self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None], *, check_versions: bool
+    ) -> DaskSession:
+        try:
+            if check_versions:
+                check_worker_versions(client, self.source)
+            return DaskSession(client, cluster, on_log)
+        except BaseException:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            raise
+
+    def cluster_arguments(self) -> tuple[Any, dict[str, Any]]:
+        """(cluster class, keyword arguments) of the cluster `start()` creates, without
+        creating it: configuration errors surface here, before anything starts."""
+        if self.cluster is None:
+            workers, threads = default_cluster_size()
+            cluster_class: Any = distributed.LocalCluster
+            kwargs = {
+                "n_workers": workers,
+                "threads_per_worker": threads,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": "127.0.0.1:0",
+                **self.cluster_kwargs,
+            }
+        elif isinstance(self.cluster, type):
+            cluster_class, kwargs = self.cluster, self.cluster_kwargs
+        elif isinstance(self.cluster, str):
+            cluster_class = import_cluster_class(self.cluster, source=self.source)
+            kwargs = self.cluster_kwargs
+        else:
+            raise ConfigError(f"{self.source}: the cluster object {self.cluster!r} is already running")
+        kwargs = managed_cluster_kwargs(
+            cluster_class, kwargs,
+            worker_env=self.worker_env, scheduler_options=self.scheduler_options, source=self.source,
+        )
+        if self.adapt and isinstance(cluster_class, type) and not callable(getattr(cluster_class, "adapt", None)):
+            raise ConfigError(
+                f"{self.source}: adapt: cluster class '{cluster_class.__qualname__}' cannot scale "
+                "adaptively (it has no adapt() method); remove 'adapt'"
+            )
+        return cluster_class, kwargs
 
     def __repr__(self) -> str:
         target = self.address or (self.cluster if isinstance(self.cluster, str) else None) or "LocalCluster"

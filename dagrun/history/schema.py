@@ -16,6 +16,14 @@ Tables (times are epoch seconds, states are `StateType` names):
     states             every state a flow run (task_run_id NULL) or task run entered
     task_run_attempts  one row per attempt of a task run, with its error and traceback
     logs               log lines of flow runs and their task runs, in arrival order
+
+Deployments (migration 3, see `dagrun.deployments`):
+
+    deployments          one row per registered deployment, its schedule and pause flag
+    deployment_triggers  "run B when a run of A ends in state S"
+    deployment_requests  manual run requests, inserted by the CLI or the dashboard
+    deployment_runs      each run a service claimed: unique per slot, request, trigger event
+    deployment_services  the `dagrun serve` processes and their heartbeats
 """
 
 from __future__ import annotations
@@ -138,6 +146,108 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Deployments themselves get their own table with issue 6; a run only names its own.
             "ALTER TABLE flow_runs ADD COLUMN deployment TEXT",
             "ALTER TABLE flow_runs ADD COLUMN slot TEXT",
+        ),
+    ),
+    Migration(
+        3,
+        "deployments, their triggers, manual run requests, run claims and serve services",
+        (
+            # One row per deployment `dagrun serve` registered. `last_slot` (ISO UTC) is the
+            # latest schedule slot handled; NULL means none yet, counted from `registered_at`.
+            """CREATE TABLE deployments (
+                name TEXT PRIMARY KEY,
+                flow_name TEXT NOT NULL,
+                flow_file TEXT NOT NULL,
+                parameters TEXT NOT NULL DEFAULT '{{}}',
+                parameter_schema TEXT NOT NULL DEFAULT '[]',
+                schedules TEXT NOT NULL DEFAULT '[]',
+                schedule TEXT NOT NULL DEFAULT '',
+                paused INTEGER NOT NULL DEFAULT 0,
+                max_active_runs INTEGER NOT NULL DEFAULT 1,
+                catchup INTEGER NOT NULL DEFAULT 0,
+                registered_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                last_slot TEXT
+            )""",
+            # Run `deployment` when a run of `after_deployment` (or of flow `after_flow`) ends
+            # in one of `states` (JSON list) at or after `since` (history time).
+            """CREATE TABLE deployment_triggers (
+                deployment TEXT NOT NULL,
+                trigger_key TEXT NOT NULL,
+                after_deployment TEXT,
+                after_flow TEXT,
+                states TEXT NOT NULL,
+                parameter TEXT,
+                since DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (deployment, trigger_key)
+            )""",
+            # A manual run asked for by any process; a service claims it by setting
+            # `flow_run_id`, or refuses it by setting `error`.
+            """CREATE TABLE deployment_requests (
+                id {serial_primary_key},
+                deployment TEXT NOT NULL,
+                parameters TEXT NOT NULL DEFAULT '{{}}',
+                requested_at DOUBLE PRECISION NOT NULL,
+                requested_by TEXT,
+                flow_run_id TEXT,
+                claimed_at DOUBLE PRECISION,
+                error TEXT
+            )""",
+            "CREATE INDEX deployment_requests_by_deployment ON deployment_requests (deployment, id)",
+            # One row per run a service claimed: the unique keys make each schedule slot,
+            # manual request and (trigger, upstream run) start at most one run, whichever
+            # service or restart claims it first. `id` is also the run's id in flow_runs.
+            """CREATE TABLE deployment_runs (
+                id TEXT PRIMARY KEY,
+                deployment TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                slot TEXT,
+                request_id INTEGER,
+                trigger_key TEXT,
+                upstream_run_id TEXT,
+                parameters TEXT NOT NULL DEFAULT '{{}}',
+                service_id TEXT NOT NULL,
+                claimed_at DOUBLE PRECISION NOT NULL,
+                started_at DOUBLE PRECISION,
+                host TEXT,
+                pid INTEGER,
+                state TEXT NOT NULL,
+                ended_at DOUBLE PRECISION,
+                exit_code INTEGER,
+                message TEXT,
+                UNIQUE (deployment, slot),
+                UNIQUE (request_id),
+                UNIQUE (deployment, trigger_key, upstream_run_id)
+            )""",
+            "CREATE INDEX deployment_runs_by_deployment ON deployment_runs (deployment, claimed_at)",
+            "CREATE INDEX deployment_runs_open ON deployment_runs (ended_at, service_id)",
+            # Each `dagrun serve` process, so others can tell a live one's claims from a
+            # dead one's: alive while `heartbeat + lease_seconds` is ahead and not stopped.
+            """CREATE TABLE deployment_services (
+                id TEXT PRIMARY KEY,
+                host TEXT,
+                pid INTEGER,
+                source TEXT,
+                started_at DOUBLE PRECISION NOT NULL,
+                heartbeat DOUBLE PRECISION NOT NULL,
+                lease_seconds DOUBLE PRECISION NOT NULL,
+                stopped_at DOUBLE PRECISION
+            )""",
+            # Triggers look for ended runs of a deployment.
+            "CREATE INDEX flow_runs_by_deployment ON flow_runs (deployment, start_time)",
+        ),
+    ),
+    Migration(
+        4,
+        "tag concurrency limits",
+        (
+            # `dagrun concurrency set TAG N`: at most `max_running` task runs tagged `tag`
+            # execute at once across every flow sharing a scheduler (see `dagrun.concurrency`).
+            """CREATE TABLE concurrency_limits (
+                tag TEXT PRIMARY KEY,
+                max_running INTEGER NOT NULL,
+                updated DOUBLE PRECISION NOT NULL
+            )""",
         ),
     ),
 )
