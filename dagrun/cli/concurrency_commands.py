@@ -17,7 +17,13 @@ from datetime import datetime
 
 import click
 
-from dagrun.concurrency import check_limit, check_tag, delete_limit, list_limits, set_limit
+from dagrun.concurrency import (
+    check_limit,
+    check_tag,
+    delete_limit,
+    list_limits,
+    set_limit,
+)
 from dagrun.errors import ConfigError
 from dagrun.history import HistoryStore
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from dagrun.cli.cache_commands import cache_group
+from dagrun.cli.concurrency_commands import concurrency_group
 from dagrun.cli.runs_commands import flows_group, runs_group
 from dagrun.cli.server_command import server_command
 from dagrun.errors import DagrunError
@@ -66,7 +67,7 @@ def run(target: str, params: tuple[str, ...], address: str | None, cluster: str 
         sys.exit(130 if state.is_cancelled() else 1)
 
 
-for command in (server_command, runs_group, flows_group, cache_group):
+for command in (server_command, runs_group, flows_group, cache_group, concurrency_group):
     cli.add_command(command)
 
 

@@ -202,6 +202,18 @@ def check_worker_versions(client: distributed.Client, source: str) -> None:
         )
 
 
+def _check_tls_configured(address: str, source: str) -> None:
+    """A tls:// address needs this client's TLS files: from the config's `security` block or
+    Dask's own `distributed.comm.tls` settings. Without them, refuse now with the fix, rather
+    than let distributed fail inside its connection attempt."""
+    if distributed.Security().get_connection_args("client").get("ssl_context") is None:
+        raise ConfigError(
+            f"{source}: address {address!r} is tls:// but no TLS files are configured for this "
+            "client: add a 'security:' block (ca_file, cert, key) to the cluster config, or pass "
+            "security=distributed.Security(...)"
+        )
+
+
 def _cluster_family(cluster_class: Any) -> str:
     """Which arguments of `cluster_class` take worker_env and scheduler_options: 'local',
     'ssh', 'jobqueue', 'kubernetes', or 'other' (neither is supported)."""
@@ -494,6 +506,8 @@ class DaskExecutor(Executor):
             if not isinstance(address, str):
                 raise ConfigError(f"{source}: address must be a string like 'tls://host:8786', got {address!r}")
             check_address_allowed(address, tls=security is not None, insecure=insecure, source=source)
+            if security is None and address.strip().lower().startswith("tls://"):
+                _check_tls_configured(address, source)
         self.address = address
         self.cluster = cluster
         self.cluster_kwargs = dict(cluster_kwargs or {})

@@ -1,0 +1,532 @@
+"""Scaling out, against real `dask scheduler` / `dask worker` processes on 127.0.0.1: TLS with
+certificates made here, the worker version check, placement by resources, tag concurrency
+limits across two driver processes, and the config's worker_env / scheduler_options on
+clusters dagrun starts.
+
+Tested elsewhere and not repeated: attaching by address and via YAML, the insecure-address
+refusal, a worker SIGKILLed mid-task and a poison task (tests/test_dask_clusters.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import distributed
+import pytest
+from click.testing import CliRunner
+
+from dagrun import flow, task
+from dagrun.cli.concurrency_commands import concurrency_group
+from dagrun.concurrency import read_limits
+from dagrun.errors import ConfigError
+from dagrun.executors import DaskExecutor
+from dagrun.executors.dask import (
+    managed_cluster_kwargs,
+    semaphore_name,
+    version_mismatches,
+)
+
+DASK_SCHEDULER = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+DASK_WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
+LOOPBACK_WORKER = ["--host", "127.0.0.1", "--no-dashboard"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+class Processes:
+    """Processes a test starts, each in its own session; `stop()` ends every process group
+    (SIGTERM, then SIGKILL after 20 s). Output goes to log files, shown when a test fails."""
+
+    def __init__(self, log_directory: Path) -> None:
+        self.log_directory = log_directory
+        self.started: list[tuple[str, subprocess.Popen]] = []
+
+    def start(
+        self, name: str, command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen:
+        self.log_directory.mkdir(parents=True, exist_ok=True)
+        with open(self.log_directory / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(
+                command, env=env or dict(os.environ), cwd=cwd, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.started.append((name, process))
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.log_directory / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, only: subprocess.Popen | None = None) -> None:
+        chosen = [process for _, process in self.started if only is None or process is only]
+        for process in chosen:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in chosen:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(tmp_path / "process-logs")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def start_scheduler(processes: Processes, *extra: str, name: str = "scheduler") -> int:
+    port = free_port()
+    processes.start(name, [
+        *DASK_SCHEDULER, "--host", "127.0.0.1", "--port", str(port),
+        "--dashboard-address", "127.0.0.1:0", "--no-show", *extra,
+    ])
+    return port
+
+
+def wait_for_workers(address: str, count: int, security: distributed.Security | None = None) -> None:
+    with distributed.Client(address, security=security, timeout=30, set_as_default=False) as client:
+        client.wait_for_workers(count, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One scheduler and one `dask worker` with 2 processes x 2 threads, no resources."""
+    started = Processes(tmp_path_factory.mktemp("shared-cluster"))
+    try:
+        port = start_scheduler(started)
+        address = f"tcp://127.0.0.1:{port}"
+        started.start("worker", [*DASK_WORKER, address, "--nworkers", "2", "--nthreads", "2", *LOOPBACK_WORKER])
+        wait_for_workers(address, 2)
+        yield address
+    finally:
+        started.stop()
+
+
+@task
+def square(x):
+    return x * x
+
+
+@task
+def total(values):
+    return sum(values)
+
+
+@task
+def where_am_i() -> str:
+    return distributed.get_worker().address
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A certificate authority, and a certificate + key signed by it for the scheduler and
+    workers ("node") and one for the driver ("client"), all for 127.0.0.1, as PEM files."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dagrun test CA")])
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0]).not_valid_after(validity[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {"ca": directory / "ca.pem"}
+    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for name in ("node", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"dagrun {name}")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(validity[0]).not_valid_after(validity[1])
+            .add_extension(x509.SubjectAlternativeName([
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+            ]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([
+                ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
+            ]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        paths[name] = directory / f"{name}.pem"
+        paths[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        paths[f"{name}-key"] = directory / f"{name}-key.pem"
+        paths[f"{name}-key"].write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
+        ))
+    return paths
+
+
+def test_a_flow_runs_over_tls_with_a_yaml_security_block(processes, tmp_path, monkeypatch):
+    configs = tmp_path / "cluster_configs"
+    certificates = make_certificates(configs / "certs")
+    node_tls = [
+        "--tls-ca-file", str(certificates["ca"]),
+        "--tls-cert", str(certificates["node"]), "--tls-key", str(certificates["node-key"]),
+    ]
+    port = start_scheduler(processes, "--protocol", "tls", *node_tls)
+    address = f"tls://127.0.0.1:{port}"
+    processes.start("worker", [*DASK_WORKER, address, "--nworkers", "1", "--nthreads", "2", *LOOPBACK_WORKER, *node_tls])
+    (configs / "secure.yaml").write_text(textwrap.dedent(f"""\
+        address: {address}
+        security:           # relative to this file
+          ca_file: certs/ca.pem
+          cert: certs/client.pem
+          key: certs/client-key.pem
+        connect_timeout: 30
+    """))
+    monkeypatch.chdir(tmp_path)
+    executor = DaskExecutor.from_config("secure")
+    wait_for_workers(address, 1, executor.security)
+
+    @flow(executor="secure")
+    def pipeline():
+        return total(square.map(range(4))), where_am_i()
+
+    result, worker = pipeline()
+    assert result == 14
+    assert worker.startswith("tls://127.0.0.1:")  # the task ran on a worker reached over TLS
+
+    # Without TLS files for the client, dagrun says how to add them before connecting.
+    (configs / "no-security.yaml").write_text(f"address: {address}\n")
+    with pytest.raises(ConfigError, match=r"no-security.yaml: address .* is tls:// but no TLS files .* 'security:' block"):
+        DaskExecutor.from_config("no-security")
+
+
+# --- the worker version check ------------------------------------------------------------------
+
+
+def test_version_mismatch_names_the_worker_and_nothing_is_submitted(processes, tmp_path):
+    # A worker whose environment has dagrun 0.0.1 installed: a distribution's metadata found
+    # first on its sys.path, which is what Dask's version report reads.
+    other_site = tmp_path / "other-site-packages"
+    (other_site / "dagrun-0.0.1.dist-info").mkdir(parents=True)
+    (other_site / "dagrun-0.0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: dagrun\nVersion: 0.0.1\n"
+    )
+    port = start_scheduler(processes)
+    address = f"tcp://127.0.0.1:{port}"
+    pythonpath = os.pathsep.join(filter(None, [str(other_site), os.environ.get("PYTHONPATH")]))
+    processes.start(
+        "old-worker", [*DASK_WORKER, address, "--nworkers", "1", "--nthreads", "1", *LOOPBACK_WORKER],
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        cwd=tmp_path,  # not the checkout, whose dagrun.egg-info would be found first
+    )
+    wait_for_workers(address, 1)
+    marker = tmp_path / "ran"
+
+    @task
+    def touch(path):
+        Path(path).write_text("ran")
+
+    @flow(executor=DaskExecutor(address=address))
+    def pipeline():
+        touch(str(marker))
+
+    with pytest.raises(ConfigError) as caught:
+        pipeline()
+    message = str(caught.value)
+    assert "worker tcp://127.0.0.1:" in message
+    assert "has dagrun 0.0.1 (driver: 0.1.0)" in message
+    assert "nothing was submitted" in message
+    time.sleep(0.5)
+    assert not marker.exists()
+
+
+def test_version_comparison_covers_python_minor_cloudpickle_and_missing_dagrun():
+    driver = {"packages": {"python": "3.11.7.final.0", "dagrun": "0.1.0", "cloudpickle": "3.1.3"}}
+    versions = {
+        "client": driver,
+        "workers": {
+            "tcp://10.0.0.1:1": {"packages": {"python": "3.11.2.final.0", "dagrun": "0.1.0", "cloudpickle": "3.1.3"}},
+            "tcp://10.0.0.2:1": {"packages": {"python": "3.12.1.final.0", "dagrun": "0.1.0", "cloudpickle": "3.0.0"}},
+            "tcp://10.0.0.3:1": {"packages": {"python": "3.11.7.final.0", "dagrun": None, "cloudpickle": "3.1.3"}},
+        },
+    }
+    assert version_mismatches(versions) == [
+        "worker tcp://10.0.0.2:1 has python 3.12 (driver: 3.11), cloudpickle 3.0.0 (driver: 3.1.3)",
+        "worker tcp://10.0.0.3:1 has dagrun missing (driver: 0.1.0)",
+    ]  # a different patch release of Python is fine
+
+
+# --- placement by resources --------------------------------------------------------------------
+
+
+def test_a_task_with_resources_waits_for_a_worker_that_has_them(shared_cluster, processes, tmp_path):
+    marker = tmp_path / "gpu-task-ran"
+
+    @task(resources={"GPU": 1})
+    def on_gpu(path):
+        Path(path).write_text(distributed.get_worker().name)
+        return distributed.get_worker().name
+
+    def scheduler_states():
+        with distributed.Client(shared_cluster, timeout=30, set_as_default=False) as client:
+            return client.run_on_scheduler(
+                lambda dask_scheduler: {str(key): t.state for key, t in dask_scheduler.tasks.items()}
+            )
+
+    @flow(executor=DaskExecutor(address=shared_cluster))
+    def pipeline():
+        future = on_gpu(str(marker))
+        wait_until(
+            lambda: any(key.startswith("on_gpu-") and state == "no-worker"
+                        for key, state in scheduler_states().items()),
+            what="the GPU task waiting for a worker with GPU",
+        )
+        time.sleep(1.0)  # the two workers without GPU had every chance to take it
+        assert not marker.exists()
+        processes.start("gpu-worker", [
+            *DASK_WORKER, shared_cluster, "--nworkers", "1", "--nthreads", "1",
+            "--resources", "GPU=1", "--name", "gpu-worker", *LOOPBACK_WORKER,
+        ])
+        return future, square(3)
+
+    assert pipeline() == ("gpu-worker", 9)
+    assert marker.read_text() == "gpu-worker"
+
+
+# --- tag concurrency limits --------------------------------------------------------------------
+
+DRIVER = '''
+import json, sys, time
+from pathlib import Path
+
+from dagrun import flow, task, unmapped
+from dagrun.executors import DaskExecutor
+
+address, windows, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+
+
+def record(kind, index):
+    start = time.time()
+    time.sleep(0.4)
+    (windows / f"{kind}-{name}-{index}.json").write_text(json.dumps([start, time.time()]))
+    return index
+
+
+@task(tags=["serial", "reports"])
+def limited(index):
+    return record("limited", index)
+
+
+@task(tags=["reports"])
+def unlimited(index):
+    return record("unlimited", index)
+
+
+@flow(executor=DaskExecutor(address=address))
+def nightly():
+    (windows / f"ready-{name}").write_text("")
+    while len(list(windows.glob("ready-*"))) < 2:  # both drivers submit at the same time
+        time.sleep(0.02)
+    return limited.map(range(3)), unlimited.map(range(3))
+
+
+if __name__ == "__main__":
+    print(json.dumps(nightly()))
+'''
+
+
+def read_windows(directory: Path, kind: str) -> list[tuple[float, float, str]]:
+    return sorted(
+        (*json.loads(path.read_text()), path.stem)
+        for path in directory.glob(f"{kind}-*.json")
+    )
+
+
+def test_concurrency_limit_one_serializes_a_tag_across_two_concurrent_flows(shared_cluster, processes, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(concurrency_group, ["set", "serial", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Tag 'serial': at most 1 task run at once" in result.output
+    assert dict(read_limits()) == {"serial": 1}  # "reports" has no limit
+    windows = tmp_path / "windows"
+    windows.mkdir()
+    script = tmp_path / "nightly.py"
+    script.write_text(DRIVER)
+    drivers = [
+        processes.start(name, [sys.executable, str(script), shared_cluster, str(windows), name])
+        for name in ("driver-a", "driver-b")
+    ]
+    for process in drivers:
+        assert process.wait(timeout=120) == 0, processes.log("driver-a") + processes.log("driver-b")
+    for name in ("driver-a", "driver-b"):
+        assert json.loads(processes.log(name).strip().splitlines()[-1]) == [[0, 1, 2], [0, 1, 2]]
+
+    limited = read_windows(windows, "limited")
+    assert len(limited) == 6 and {stem.split("-")[2] for *_, stem in limited} == {"a", "b"}
+    for (_, end, before), (start, _, after) in itertools.pairwise(limited):
+        assert start >= end, f"{after} started before {before} ended"
+    # The control: the same cluster ran the tasks without a limit side by side.
+    unlimited = read_windows(windows, "unlimited")
+    assert len(unlimited) == 6
+    assert any(start < end for (_, end, _), (start, _, _) in itertools.pairwise(unlimited))
+    # The drivers say why their tasks waited.
+    logs = processes.log("driver-a") + processes.log("driver-b")
+    assert "Waiting for a concurrency slot of tag 'serial' (at most 1 run at once)" in logs
+
+
+def test_concurrency_limits_cli_lists_changes_and_deletes(monkeypatch):
+    runner = CliRunner()
+    assert "No concurrency limits" in runner.invoke(concurrency_group, ["ls"]).output
+    assert runner.invoke(concurrency_group, ["set", "db", "2"]).exit_code == 0
+    assert runner.invoke(concurrency_group, ["set", "db", "3"]).exit_code == 0
+    assert runner.invoke(concurrency_group, ["set", "api", "1"]).exit_code == 0
+    listing = runner.invoke(concurrency_group, ["ls"]).output.splitlines()
+    assert listing[0].split() == ["TAG", "LIMIT", "UPDATED"]
+    assert [line.split()[:2] for line in listing[1:]] == [["api", "1"], ["db", "3"]]
+    as_json = json.loads(runner.invoke(concurrency_group, ["ls", "--json"]).output)
+    assert [(row["tag"], row["limit"]) for row in as_json] == [("api", 1), ("db", 3)]
+    assert runner.invoke(concurrency_group, ["delete", "api"]).output.strip() == "Tag 'api': no concurrency limit"
+    missing = runner.invoke(concurrency_group, ["delete", "api"])
+    assert isinstance(missing.exception, ConfigError) and missing.exception.exit_code == 2
+    zero = runner.invoke(concurrency_group, ["set", "db", "0"])
+    assert isinstance(zero.exception, ConfigError) and "whole number >= 1" in str(zero.exception)
+    assert dict(read_limits()) == {"db": 3}
+    # A changed limit is a different semaphore: Dask refuses to resize a registered one.
+    assert semaphore_name("db", 3) != semaphore_name("db", 2)
+
+
+# --- worker_env, scheduler_options, worker TTL and adapt on clusters dagrun starts ---------------
+
+
+def test_worker_env_reaches_workers_of_a_local_cluster_from_a_yaml_config(tmp_path, monkeypatch):
+    (tmp_path / "cluster_configs").mkdir()
+    (tmp_path / "cluster_configs" / "managed.yaml").write_text(textwrap.dedent("""\
+        cluster:
+          class: distributed.LocalCluster
+          kwargs: {n_workers: 1, threads_per_worker: 1, host: 127.0.0.1, dashboard_address: "127.0.0.1:0"}
+        adapt: {minimum: 1, maximum: 2}
+        worker_env:
+          DAGRUN_GREETING: hello from the config
+        scheduler_options:
+          allowed_failures: 7
+    """))
+    monkeypatch.chdir(tmp_path)
+
+    @task
+    def greeting():
+        return os.environ["DAGRUN_GREETING"]
+
+    @flow(executor="managed")
+    def pipeline():
+        return greeting()
+
+    assert pipeline() == "hello from the config"
+
+    session = DaskExecutor.from_config("managed").start(on_log=lambda line: None)
+    try:
+        settings = session.client.run_on_scheduler(
+            lambda dask_scheduler: (dask_scheduler.worker_ttl, dask_scheduler.allowed_failures)
+        )
+    finally:
+        session.shutdown()
+    assert settings == (60, 7)  # dagrun's worker TTL, and the config's scheduler option
+
+
+def test_worker_env_and_worker_ttl_for_a_slurm_cluster(tmp_path, monkeypatch):
+    dask_jobqueue = pytest.importorskip("dask_jobqueue", reason="needs the [slurm] extra")
+    monkeypatch.chdir(tmp_path)
+    executor = DaskExecutor(
+        cluster="dask_jobqueue.SLURMCluster",
+        cluster_kwargs={"cores": 1, "memory": "1GB", "job_script_prologue": ["source /opt/venv/bin/activate"]},
+        worker_env={"OMP_NUM_THREADS": "1", "GREETING": "hello world"},
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+    )
+    cluster_class, kwargs = executor.cluster_arguments()
+    assert cluster_class is dask_jobqueue.SLURMCluster
+    assert kwargs["scheduler_options"]["host"] == "127.0.0.1"
+    session = executor.start(on_log=lambda line: None)  # no workers requested: nothing submitted
+    try:
+        lines = session._cluster.job_script().splitlines()
+        worker_ttl = session.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+    finally:
+        session.shutdown()
+    prologue = lines.index("source /opt/venv/bin/activate")
+    assert lines[prologue + 1 : prologue + 3] == ["export OMP_NUM_THREADS=1", "export GREETING='hello world'"]
+    assert worker_ttl == 60
+
+
+def test_worker_env_for_kubernetes_and_ssh_and_refusals_name_the_class():
+    kubernetes = pytest.importorskip("dask_kubernetes.operator", reason="needs the [kubernetes] extra")
+    common = {"scheduler_options": {}, "source": "lab.yaml"}
+    as_mapping = managed_cluster_kwargs(
+        kubernetes.KubeCluster, {"env": {"A": "1", "B": "old"}}, worker_env={"B": "2"}, **common
+    )
+    assert as_mapping["env"] == {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "60s", "A": "1", "B": "2"}
+    as_list = managed_cluster_kwargs(
+        kubernetes.KubeCluster, {"env": [{"name": "B", "value": "old"}]}, worker_env={"B": "2"}, **common
+    )
+    assert as_list["env"] == [
+        {"name": "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "value": "60s"}, {"name": "B", "value": "2"},
+    ]
+    ssh = managed_cluster_kwargs(
+        distributed.SSHCluster, {"worker_options": {"nthreads": 2}}, worker_env={"X": "1"},
+        scheduler_options={"port": 0}, source="lab.yaml",
+    )
+    assert ssh["worker_options"] == {"nthreads": 2, "env": {"X": "1"}}
+    assert ssh["scheduler_options"] == {"port": 0}
+    with pytest.raises(ConfigError, match=r"lab.yaml: scheduler_options is not supported for cluster class 'KubeCluster'"):
+        managed_cluster_kwargs(kubernetes.KubeCluster, {}, worker_env={}, scheduler_options={"port": 0}, source="lab.yaml")
+    with pytest.raises(ConfigError, match=r"worker_env needs worker processes"):
+        managed_cluster_kwargs(distributed.LocalCluster, {"processes": False}, worker_env={"X": "1"}, **common)
+    with pytest.raises(ConfigError, match=r"'worker_env' needs a cluster that dagrun starts"):
+        DaskExecutor(address="tcp://127.0.0.1:8786", worker_env={"X": "1"})
+
+
+# --- SSH ---------------------------------------------------------------------------------------
+
+
+def test_ssh_config_against_an_sshd_on_loopback():
+    missing = [
+        what for what, present in (
+            ("an sshd binary (openssh-server)", shutil.which("sshd") is not None),
+            ("asyncssh (the [ssh] extra)", importlib.util.find_spec("asyncssh") is not None),
+        ) if not present
+    ]
+    if missing:
+        pytest.skip(f"cannot start an sshd on 127.0.0.1 here: this machine lacks {' and '.join(missing)}")
+    pytest.skip("an sshd is available, but running one as a test user (host keys, privilege "
+                "separation directory, login as the current user) is not automated yet")
