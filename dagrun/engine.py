@@ -36,7 +36,7 @@ from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
 from dagrun.states import State, StateType
-from dagrun.task_runs import TaskRunTracker, resolve_futures
+from dagrun.task_runs import TaskRunTracker, dask_key, resolve_futures
 
 
 def run_flow(
@@ -189,7 +189,7 @@ class FlowRunEngine:
         except Exception:  # noqa: BLE001 - timings are nice to have; the scheduler may be gone
             return
         for run in self.tasks.runs:
-            timing = timings.get(f"{run.task.name}-{run.id}")
+            timing = timings.get(dask_key(run))
             if timing is not None and run.state.is_final():
                 self.recorder.task_state(run, run.state, timing)
 

@@ -198,7 +198,7 @@ class _FunctionHasher:
         if cached is not None and not cached[1]:
             return cached[0], False
         if any(active is fn for active in self.stack):
-            return hash_struct(["Recursive", fn.__module__ or "", fn.__qualname__]), True
+            return hash_struct(["Recursive", _module_label(fn.__module__), fn.__qualname__]), True
         self.stack.append(fn)
         try:
             cyclic = False
@@ -228,7 +228,7 @@ class _FunctionHasher:
                 (fn.__defaults__, fn.__kwdefaults__), what=f"default arguments of function '{name}'"
             )
             digest = hash_struct(
-                ["Function", fn.__module__ or "", fn.__qualname__, _code_identity(fn),
+                ["Function", _module_label(fn.__module__), fn.__qualname__, _code_identity(fn),
                  closure, global_parts, defaults]
             )
         finally:
@@ -261,6 +261,14 @@ class _FunctionHasher:
                 f"{exc} The function's cache key depends on it; alternatively pin the task's "
                 "identity with version=."
             ) from exc.__cause__
+
+
+def _module_label(module: str | None) -> str:
+    """A module name for identities; a user's script has the same one however it was run
+    (`python flow.py` makes it `__main__`, `dagrun run flow.py` imports it as `dagrun_user_flow`)."""
+    if module in ("__main__", "__mp_main__") or (module or "").startswith("dagrun_user_"):
+        return "<script>"
+    return module or ""
 
 
 def _qualname(obj: Any) -> str:
@@ -338,7 +346,7 @@ def _class_identity(cls: type) -> list:
         source = inspect.getsource(cls)
     except (OSError, TypeError, IndexError):
         source = ""  # defined in exec() or a REPL: the qualified name is all there is
-    return ["Class", cls.__module__ or "", cls.__qualname__, source]
+    return ["Class", _module_label(cls.__module__), cls.__qualname__, source]
 
 
 def _library_identity(tag: str, obj: Any) -> list:

@@ -27,8 +27,8 @@ from typing import Any
 
 from dagrun.caching import CacheKeyContext, CachePlanner
 from dagrun.config import env_flag
-from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, UpstreamFailedError
-from dagrun.executors.base import CANCELLED, FINISHED, PENDING, ExecutorSession, Submission
+from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, ResultStoreError, UpstreamFailedError
+from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.futures import TaskFuture, unmapped
 from dagrun.hooks import run_task_hooks
 from dagrun.recorder import RunRecorder
@@ -78,6 +78,10 @@ _SUBMITTED = State(StateType.PENDING, timestamp=0.0)  # shared: 20,000 runs need
 
 def _dead_ref() -> None:
     return None
+
+
+class _SchedulerLost(Exception):
+    """Raised inside a sweep when a handle shows the scheduler connection was lost."""
 
 
 class TaskRunTracker:
@@ -216,7 +220,7 @@ class TaskRunTracker:
             return None
         return Submission(
             self._spec(run.task), run.id, run.index, args, kwargs,
-            f"{run.task.name}-{run.id}", run.task.resources, [up.handle for up in ordering],
+            dask_key(run), run.task.resources, [up.handle for up in ordering],
         )
 
     def _spec(self, task: Any) -> TaskSpec:
@@ -291,15 +295,20 @@ class TaskRunTracker:
         still_active: list[TaskRun] = []
         status_of = self.session.status
         reached = False
-        for run in self._active:
-            if reached:
-                still_active.append(run)
-                continue
-            status = status_of(run.handle)
-            if status == PENDING or not self._finalize(run, status):
-                still_active.append(run)
-            reached = run is until
-        self._active = still_active
+        active, self._active = self._active, []  # _finalize may add recomputed hits
+        try:
+            for run in active:
+                if reached:
+                    still_active.append(run)
+                    continue
+                status = status_of(run.handle)
+                if status == PENDING or not self._finalize(run, status):
+                    still_active.append(run)
+                reached = run is until
+        except _SchedulerLost:
+            self._recover_from_scheduler_loss()
+            return
+        self._active = self._active + still_active  # recomputed hits first: they are upstream
         if self._deferred:
             self._plan_deferred()
 
@@ -312,9 +321,14 @@ class TaskRunTracker:
         if blocked is not None:
             self._set_state(run, self._not_run_state(run, blocked))
             return True
+        for up in run.upstream:
+            if self._load_failed(up):
+                self._recompute(up)  # bumps its generation, so this run is resubmitted below
         if tuple(up.generation for up in run.upstream) != run.upstream_generations:
             return self._resubmit(run)  # an upstream was resubmitted: the error we saw is stale
         exception = self.session.exception(run.handle)
+        if self.session.scheduler_lost(exception):
+            raise _SchedulerLost
         if status == CANCELLED and self._cancelled:
             self._set_state(run, State(StateType.CANCELLED, message="Cancelled with the flow run"))
             return True
@@ -332,6 +346,37 @@ class TaskRunTracker:
         self._set_state(run, State(StateType.FAILED, message=_describe(exception), exception=exception))
         return True
 
+    def _recover_from_scheduler_loss(self) -> None:
+        """The scheduler went away, taking every in-flight task and every result with it:
+        wait for it to come back, then submit again what is unfinished and what is still
+        needed (completed runs whose value a future or a pending run may ask for)."""
+        timeout = self.session.reconnect_timeout
+        self._log_flow(logging.WARNING, f"Lost the Dask scheduler; reconnecting for up to {timeout:.0f} s")
+        if not self.session.reconnect(timeout):
+            raise CrashedError(
+                f"Lost the connection to the Dask scheduler at {self.session.address} and could not "
+                f"reconnect within {timeout:.0f} s (connect_timeout); the run's tasks were lost"
+            )
+        self._log_flow(logging.WARNING, "Reconnected to the Dask scheduler; resubmitting unfinished tasks")
+        active = []
+        for run in self.runs:  # submission order: upstream runs get their new handles first
+            if run.state.type is StateType.CACHED:
+                run.handle = None  # loaded again where needed
+            elif run.state.is_final() and not (run.state.is_completed() and run.handle is not None):
+                continue
+            elif run.args is not None:
+                run.generation += 1
+                if self._dispatch(run) and not run.state.is_final():
+                    active.append(run)
+        self._active = active
+
+    def _log_flow(self, level: int, message: str) -> None:
+        self.log_sink({
+            "timestamp": time.time(), "level": level, "logger": "dagrun.flow_run", "message": message,
+            "flow_run_id": self.flow_run_id, "flow_run_name": self.flow_run_name,
+            "task_run_id": None, "task_run_name": None,
+        })
+
     def _resubmit(self, run: TaskRun) -> bool:
         """Submit `run` again; True when that made it final (NotRun) instead of active."""
         run.generation += 1
@@ -344,12 +389,16 @@ class TaskRunTracker:
                 self.recorder.task_state(run, state)
             if run.task.on_completion or run.task.on_failure:
                 run_task_hooks(run, state, self.flow_run_id)
-            run.args = run.kwargs = None
-            run.wait_for = ()
             if state.type in (StateType.FAILED, StateType.CRASHED) and self.first_failure is None:
                 self.first_failure = run
             if not state.is_completed() or (run.future_ref() is None and not self._keep_completed):
                 run.handle = None
+            # A completed run whose value may still be asked for keeps its inputs, so it can be
+            # computed again if the scheduler (and with it the value) is lost; a cache hit keeps
+            # them in case its entry fails verification when read (see _recompute).
+            if state.type is not StateType.CACHED and (run.handle is None or state.type is not StateType.COMPLETED):
+                run.args = run.kwargs = None
+                run.wait_for = ()
 
     def _not_run_state(self, run: TaskRun, blocked: TaskRun) -> State:
         chain = [blocked]
@@ -393,7 +442,7 @@ class TaskRunTracker:
             raise TimeoutError(f"Task run '{run.name}' did not finish within {timeout} s")
         if not state.is_completed():
             return state.result(raise_on_failure=raise_on_failure)
-        return self.session.gather([self._handle_of(run)])[0]
+        return self._values([run])[0]
 
     def results(self, futures: list[TaskFuture]) -> list[Any]:
         """The values of many futures, fetched in one round trip; raises the first failure."""
@@ -401,7 +450,36 @@ class TaskRunTracker:
             self.wait_for(future._run)
         for future in futures:
             future._run.state.result()  # raises for a run that did not complete
-        return self.session.gather([self._handle_of(future._run) for future in futures])
+        return self._values([future._run for future in futures])
+
+    def _values(self, runs: list[TaskRun]) -> list[Any]:
+        """The values of completed runs; a hit whose entry is unusable is recomputed first."""
+        handles = [self._handle_of(run) for run in runs]
+        self.session.wait(handles, self._remaining(None))
+        broken = [run for run in runs if self._load_failed(run)]
+        for run in broken:
+            self._recompute(run)
+        for run in broken:
+            self.wait_for(run).result()  # raises if the recomputation failed
+        return self.session.gather([run.handle for run in runs])
+
+    def _load_failed(self, run: TaskRun) -> bool:
+        """True for a hit whose entry failed verification when a worker read it."""
+        return (
+            run.state.type is StateType.CACHED and run.handle is not None
+            and self.session.status(run.handle) == ERROR
+            and isinstance(self.session.exception(run.handle), ResultStoreError)
+        )
+
+    def _recompute(self, run: TaskRun) -> None:
+        """Run a hit's task after all: its entry was discarded when read (checksum mismatch,
+        truncation), so the store never returns it; the run rewrites the entry."""
+        self._log(run, logging.WARNING, f"Recomputing '{run.name}': {self.session.exception(run.handle)}")
+        run.generation += 1
+        run.handle = None
+        self._set_state(run, State(StateType.RUNNING))
+        if self._dispatch(run):
+            self._active.insert(0, run)  # before the runs waiting for it: topological order
 
     def wait_all(self) -> None:
         """Block until every submitted run, kept or dropped by the flow code, is final."""
@@ -425,6 +503,8 @@ class TaskRunTracker:
         """Called when a run's last TaskFuture goes away: release a finished run's value."""
         if run.state.is_final() and not self._keep_completed:
             run.handle = None
+            run.args = run.kwargs = None
+            run.wait_for = ()
 
     def _remaining(self, deadline: float | None) -> float | None:
         ends = [d for d in (deadline, self.deadline) if d is not None]
@@ -471,6 +551,12 @@ def _substitute(value: Any, upstream: list[TaskRun], handle_of: Callable[[TaskRu
     if kind is dict:
         return {key: _substitute(item, upstream, handle_of) for key, item in value.items()}
     return value
+
+
+def dask_key(run: TaskRun) -> str:
+    """The executor key of a run's current submission; a resubmission needs a new one (Dask
+    answers a key it already knows with that key's old outcome)."""
+    return f"{run.task.name}-{run.id}" + (f"-{run.generation}" if run.generation else "")
 
 
 def _no_handle(run: TaskRun) -> None:

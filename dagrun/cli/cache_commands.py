@@ -58,11 +58,14 @@ def _expires(info: EntryInfo, now: float) -> str:
 
 
 def _size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    if size < 1024:
+        return f"{size} B"
+    scaled, unit = size / 1024, "KiB"
+    for larger in ("MiB", "GiB"):
+        if scaled < 1024:
+            break
+        scaled, unit = scaled / 1024, larger
+    return f"{scaled:.1f} {unit}"
 
 
 def _as_json(info: EntryInfo, now: float) -> dict[str, Any]:

@@ -93,6 +93,17 @@ class ExecutorSession(ABC):
         """True when the failure came from the infrastructure, not from user code."""
         return False
 
+    def scheduler_lost(self, exception: BaseException) -> bool:
+        """True when `exception` means the connection to the scheduler was lost."""
+        return False
+
+    def reconnect(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the scheduler to be reachable again."""
+        return False
+
+    #: How long to wait for a lost scheduler to come back before the run is Crashed.
+    reconnect_timeout: float = 60.0
+
     def shutdown(self) -> None:
         """Release what `start()` acquired; must be safe to call more than once."""
 

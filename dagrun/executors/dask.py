@@ -428,8 +428,26 @@ class DaskSession(ExecutorSession):
 
     def exception(self, handle: distributed.Future) -> BaseException:
         if handle.status == "cancelled":
+            recorded = handle._state.exception  # carries why: e.g. the scheduler connection was lost
+            if isinstance(recorded, FutureCancelledError):
+                return recorded
             return FutureCancelledError(handle.key, reason="cancelled", msg=None)
         return handle.exception()
+
+    def scheduler_lost(self, exception: BaseException) -> bool:
+        return isinstance(exception, FutureCancelledError) and exception.reason == "scheduler-connection-lost"
+
+    def reconnect(self, timeout: float) -> bool:
+        """Wait for the client's own reconnection loop (it retries for `connect_timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client.status == "running":
+                self._shared_specs.clear()  # the new scheduler has none of them
+                return True
+            if self.client.status in ("closing", "closed"):
+                return False
+            time.sleep(0.1)  # polling the client's state: it offers no event to wait on
+        return self.client.status == "running"
 
     def gather(self, handles: Sequence[distributed.Future]) -> list[Any]:
         return self.client.gather(list(handles))
@@ -572,7 +590,9 @@ class DaskExecutor(Executor):
         try:
             if check_versions:
                 check_worker_versions(client, self.source)
-            return DaskSession(client, cluster, on_log)
+            session = DaskSession(client, cluster, on_log)
+            session.reconnect_timeout = self.connect_timeout
+            return session
         except BaseException:
             client.close()
             if cluster is not None:

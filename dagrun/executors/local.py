@@ -89,6 +89,9 @@ class InProcessSession(ExecutorSession):
         return handle.error
 
     def gather(self, handles: Sequence[_Outcome]) -> list[Any]:
+        for handle in handles:
+            if handle.error is not None:
+                raise handle.error
         return [handle.value for handle in handles]
 
     def cancel(self, handles: Iterable[_Outcome]) -> None:

@@ -436,10 +436,12 @@ class ResultStore:
         if self._signing_key is not None:
             signature = bytes(head[_PREAMBLE.size : start])
             if not signature:
+                # Left in place, not quarantined: a reader with the wrong key (or none) must
+                # not sweep a shared store into corrupt/. Such entries are never deserialized.
                 raise _Rejected("unsigned entry, but a signing key is set",
-                                task_name=info.task_name)
+                                task_name=info.task_name, quarantine=False)
             if not hmac.compare_digest(signature, self._sign(key, header_bytes)):
-                raise _Rejected("bad signature", task_name=info.task_name)
+                raise _Rejected("bad signature", task_name=info.task_name, quarantine=False)
             mac_hex = header.get("payload_mac")
             if not isinstance(mac_hex, str) or _PAYLOAD_MAC_PATTERN.fullmatch(mac_hex) is None:
                 raise _Rejected("signed entry without a payload MAC", task_name=info.task_name)
