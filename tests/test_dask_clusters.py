@@ -193,3 +193,97 @@ def test_a_task_that_kills_every_worker_ends_crashed(remote_cluster):
     assert state.name == "Crashed"
     assert isinstance(state.exception, CrashedError)
     assert "poison-0" in str(state.exception) and "KilledWorker" in str(state.exception)
+
+
+def start_scheduler(port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--dashboard-address", "127.0.0.1:0", "--no-show"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def start_worker(address: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "2",
+         "--host", "127.0.0.1", "--no-dashboard"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def restartable_cluster() -> Iterator[dict]:
+    """A scheduler the test may kill and restart on the same port, and one worker process."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    processes = {"scheduler": start_scheduler(port)}
+    processes["worker"] = start_worker(address)
+    try:
+        import distributed
+
+        with distributed.Client(address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield {"address": address, "port": port, "processes": processes}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_a_scheduler_killed_and_restarted_mid_flow_the_flow_reconnects_and_completes(restartable_cluster, tmp_path):
+    cluster = restartable_cluster
+    marker = tmp_path / "second-step-started"
+
+    @task
+    def step(x, marker_path=None):
+        if marker_path is not None:
+            Path(marker_path).write_text("started")
+        time.sleep(1.0)
+        return x + 1
+
+    @flow(executor=DaskExecutor(address=cluster["address"], connect_timeout=60))
+    def chain():
+        first = step(1)
+        second = step(first, str(marker))
+        third = step(second)
+        wait_for_file(marker, timeout=60)  # the scheduler dies while `second` runs
+        scheduler = cluster["processes"]["scheduler"]
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        scheduler.wait()
+        cluster["processes"]["scheduler"] = start_scheduler(cluster["port"])
+        # Dask workers shut down when their scheduler goes away; the deployment brings them
+        # back with it (as a Kubernetes or Slurm cluster would).
+        worker = cluster["processes"]["worker"]
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        cluster["processes"]["worker"] = start_worker(cluster["address"])
+        return third
+
+    assert chain() == 4
+
+
+def test_a_scheduler_that_does_not_come_back_ends_the_flow_crashed(restartable_cluster, tmp_path):
+    cluster = restartable_cluster
+    marker = tmp_path / "started"
+
+    @task
+    def slow(marker_path):
+        Path(marker_path).write_text("started")
+        time.sleep(30)
+
+    @flow(executor=DaskExecutor(address=cluster["address"], connect_timeout=3))
+    def doomed():
+        future = slow(str(marker))
+        wait_for_file(marker, timeout=60)
+        scheduler = cluster["processes"]["scheduler"]
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        scheduler.wait()
+        return future
+
+    start = time.monotonic()
+    state = doomed(return_state=True)
+    assert state.name == "Crashed"
+    assert "could not reconnect within 3 s" in str(state.exception)
+    assert time.monotonic() - start < 30
