@@ -91,7 +91,7 @@ def best_of(repeats, fn):
 def measure(saturation: float, repeats: int) -> list[tuple[str, float, float]]:
     with dask.config.set({"distributed.scheduler.worker-saturation": saturation}):
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=4, host="127.0.0.1", dashboard_address=":0"
+            n_workers=2, threads_per_worker=4, host="127.0.0.1", dashboard_address="127.0.0.1:0"
         )
     client = distributed.Client(cluster)
     executor = DaskExecutor(address=cluster.scheduler_address)

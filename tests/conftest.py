@@ -33,7 +33,7 @@ def dagrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def local_cluster() -> Iterator[distributed.LocalCluster]:
     with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1", dashboard_address=":0"
+            n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
         )
     try:
         yield cluster
