@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -187,19 +186,10 @@ def cache_explain(target: str, params: tuple[str, ...], address: str | None, clu
     upstream 'x' changed, expired, refresh requested, cache_key_fn returned None. Task runs
     of subflows are not listed.
     """
-    from dagrun.cli.loading import load_flows, parse_params, select_flow
+    from dagrun.cli.loading import flow_invocation, report_failed_run
     from dagrun.engine import FlowRunEngine, run_flow
 
-    path, _, name = target.partition(":") if not target.endswith(".py") else (target, "", "")
-    if address and cluster:
-        raise ConfigError("Give --address or --cluster, not both")
-    flow = select_flow(load_flows(path), path, name or None)
-    parameters = parse_params(flow, params)
-    executor = None
-    if address or cluster:
-        from dagrun.executors.dask import DaskExecutor
-
-        executor = DaskExecutor(address=address) if address else DaskExecutor.from_config(cluster)
+    flow, parameters, executor = flow_invocation(target, params, address, cluster)
     engines: list[FlowRunEngine] = []
     state = run_flow(flow, (), parameters, return_state=True, executor=executor, observe=engines.append)
     error = state.exception if not state.is_completed() else None
@@ -216,7 +206,4 @@ def cache_explain(target: str, params: tuple[str, ...], address: str | None, clu
         else:
             click.echo(f"{run_name:<{width}}  miss  {decision.reason}")
     if error is not None:
-        notes = "; ".join(getattr(error, "__notes__", []))
-        detail = f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
-        click.echo(f"Flow run {state.name.lower()}: {detail}", err=True)
-        sys.exit(130 if state.is_cancelled() else 1)
+        report_failed_run(state)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import cloudpickle
 
 from dagrun.errors import ConfigError
@@ -73,3 +74,30 @@ def parse_params(flow: Flow, pairs: tuple[str, ...]) -> dict[str, Any]:
         except ValueError:
             parameters[name] = raw
     return parameters
+
+
+def flow_invocation(
+    target: str, params: tuple[str, ...], address: str | None, cluster: str | None
+) -> tuple[Flow, dict[str, Any], Any]:
+    """What `dagrun run FILE[:FLOW] --param ... [--address|--cluster]` asks for:
+    (flow, parameters, executor override or None)."""
+    path, _, name = target.partition(":") if not target.endswith(".py") else (target, "", "")
+    if address and cluster:
+        raise ConfigError("Give --address or --cluster, not both")
+    flow = select_flow(load_flows(path), path, name or None)
+    parameters = parse_params(flow, params)
+    executor = None
+    if address or cluster:
+        from dagrun.executors.dask import DaskExecutor
+
+        executor = DaskExecutor(address=address) if address else DaskExecutor.from_config(cluster)
+    return flow, parameters, executor
+
+
+def report_failed_run(state: Any) -> None:
+    """One line on stderr for a run that did not complete, then exit 1 (130 if cancelled)."""
+    error = state.exception
+    notes = "; ".join(getattr(error, "__notes__", []))
+    detail = f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
+    click.echo(f"Flow run {state.name.lower()}: {detail}", err=True)
+    sys.exit(130 if state.is_cancelled() else 1)

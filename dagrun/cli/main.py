@@ -42,29 +42,16 @@ def cli() -> None:
 @click.option("--cluster", help="A cluster config name (cluster_configs/NAME.yaml) or path.")
 def run(target: str, params: tuple[str, ...], address: str | None, cluster: str | None) -> None:
     """Run a flow from a Python file."""
-    from dagrun.cli.loading import load_flows, parse_params, select_flow
+    from dagrun.cli.loading import flow_invocation, report_failed_run
     from dagrun.engine import run_flow
-    from dagrun.errors import ConfigError
 
-    path, _, name = target.partition(":") if not target.endswith(".py") else (target, "", "")
-    if address and cluster:
-        raise ConfigError("Give --address or --cluster, not both")
-    flow = select_flow(load_flows(path), path, name or None)
-    parameters = parse_params(flow, params)
-    executor = None
-    if address or cluster:
-        from dagrun.executors.dask import DaskExecutor
-
-        executor = DaskExecutor(address=address) if address else DaskExecutor.from_config(cluster)
+    flow, parameters, executor = flow_invocation(target, params, address, cluster)
     state = run_flow(flow, (), parameters, return_state=True, executor=executor)
     if not state.is_completed():
         error = state.exception
         if isinstance(error, DagrunError) and error.exit_code == 2:
             raise error  # bad input: one "Error: ..." line, exit 2
-        notes = "; ".join(getattr(error, "__notes__", []))
-        detail = f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
-        click.echo(f"Flow run {state.name.lower()}: {detail}", err=True)
-        sys.exit(130 if state.is_cancelled() else 1)
+        report_failed_run(state)
 
 
 for command in (server_command, runs_group, flows_group, cache_group, concurrency_group):
