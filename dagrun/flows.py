@@ -10,6 +10,7 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from dagrun.deployments import Deployment, make_deployment
 from dagrun.engine import run_flow
 from dagrun.errors import ConfigError
 from dagrun.parameters import ParameterValidator
@@ -62,6 +63,11 @@ class Flow(Generic[P, R]):
 
     def __call__(self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs) -> R:
         return run_flow(self, args, kwargs, return_state=return_state)
+
+    def deployment(self, **options: Any) -> Deployment:
+        """Declare a deployment of this flow (name, schedules, parameters, triggers, limits),
+        served by `dagrun serve FILE`; see `dagrun.deployments.make_deployment`."""
+        return make_deployment(self, **options)
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some decorator options changed."""

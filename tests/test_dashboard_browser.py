@@ -355,3 +355,59 @@ def test_a_5000_task_run_loads_fast_and_stays_interactive(page: Any, server: Das
     panel.locator(".member-list a").first.click()
     expect(page.locator(".page-header .badge")).to_have_text("Failed")
     expect(page.locator(".error-panel")).to_contain_text("ValueError: shard is empty")
+
+
+def test_a_deployment_is_run_from_its_form_and_the_run_appears(page: Any, server: DashboardServer,
+                                                               database: Any, tmp_path: Path,
+                                                               screenshots: Path) -> None:
+    from test_deployments import flows_module
+
+    from dagrun.deployments import DeploymentStore, Service, make_deployment
+
+    store, _, _ = database
+    nightly = make_deployment(flows_module(tmp_path)["doubler"], name="nightly", cron="0 2 * * *",
+                              timezone="Europe/Berlin", parameters={"x": 2})
+    with DeploymentStore(store.path) as deployments:
+        service = Service([nightly], deployments, poll_interval=0.1, log_dir=tmp_path / "logs")
+        service.register()
+        page.goto(f"{server.url}#/deployments")
+        card = page.locator('section.deployment-card[data-deployment="nightly"]')
+        expect(card.locator(".schedule")).to_have_text("cron '0 2 * * *' (Europe/Berlin)")
+        expect(card.locator(".next-runs")).to_contain_text(", ")
+
+        card.get_by_role("button", name="Pause").click()
+        expect(card.locator(".paused-badge")).to_be_visible()
+        assert deployments.get("nightly")["paused"] is True
+        card.get_by_role("button", name="Resume").click()
+        expect(card.locator(".paused-badge")).to_have_count(0)
+
+        card.get_by_role("button", name="Run…").click()
+        form = card.locator("form.run-form")
+        expect(form.locator('input[name="x"]')).to_have_value("2")
+        form.locator('input[name="x"]').fill("7")
+        form.get_by_role("button", name="Queue run").click()
+        queued = card.locator("tr[data-request-id]")
+        expect(queued).to_contain_text("Queued")
+        expect(queued).to_contain_text("x=7")
+
+        service.tick()  # what `dagrun serve` does: claim the request, start `dagrun run`
+        (claim,) = deployments.claims("nightly")
+        deadline = time.monotonic() + 60
+        while service.running:
+            assert time.monotonic() < deadline, "the run did not finish"
+            time.sleep(0.1)
+            service.tick()
+        service.stop()
+
+        row = card.locator(f'tr[data-run-id="{claim["id"]}"]')
+        expect(row.locator(".badge")).to_have_text("Completed", timeout=UPDATE_TIMEOUT_MS)
+        expect(row).to_contain_text("Manual (request")
+        expect(card.locator("tr[data-request-id]")).to_have_count(0)
+        expect(card.locator(".last-run")).to_contain_text(claim["id"][:8])
+        page.screenshot(path=str(screenshots / "deployments.png"), full_page=True)
+        row.locator("a").first.click()
+        expect(page).to_have_url(re.compile(f"#/runs/{claim['id']}$"))
+        expect(page.locator(".page-header .badge")).to_have_text("Completed")
+    run = store.get_flow_run(claim["id"])
+    assert run is not None
+    assert (run["deployment"], run["parameters"]["x"]) == ("nightly", 7)

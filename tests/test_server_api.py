@@ -434,19 +434,6 @@ def test_a_post_without_the_dashboard_header_is_refused(
     assert not history_store.cancel_requested(recorded_history.running)
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/api/deployments"),
-    ("POST", "/api/deployments/nightly/run"),
-    ("POST", "/api/deployments/nightly/pause"),
-    ("POST", "/api/deployments/nightly/resume"),
-])
-def test_deployment_routes_answer_not_implemented(server: ServerThread, method: str,
-                                                  path: str) -> None:
-    response = request(server.port, method, path, headers={"X-Dagrun-Request": "1"})
-    assert response.status == 501
-    assert "Deployments are not available" in response.json()["error"]
-
-
 # --- pages and assets ---
 
 def test_pages_and_every_asset_are_served_and_load_nothing_from_elsewhere(

@@ -10,6 +10,7 @@ import click
 
 from dagrun.cli.cache_commands import cache_group
 from dagrun.cli.concurrency_commands import concurrency_group
+from dagrun.cli.deploy_commands import deployments_group, serve_command
 from dagrun.cli.runs_commands import flows_group, runs_group
 from dagrun.cli.server_command import server_command
 from dagrun.errors import DagrunError
@@ -54,7 +55,9 @@ def run(target: str, params: tuple[str, ...], address: str | None, cluster: str 
         report_failed_run(state)
 
 
-for command in (server_command, runs_group, flows_group, cache_group, concurrency_group):
+for command in (
+    server_command, runs_group, flows_group, cache_group, concurrency_group, deployments_group, serve_command,
+):
     cli.add_command(command)
 
 

@@ -9,6 +9,7 @@
 | `claims`      | the SQL that claims a run exactly once, and its other writes            |
 | `queries`     | the SQL that reads deployments, claims and requests                     |
 | `service`     | `Service`: what `dagrun serve` runs, `tick(now)` at a time              |
+| `settlement`  | how a run's end is recorded: from the history, else Crashed/Cancelled   |
 | `processes`   | each run as a process group of its own (`dagrun run FILE:FLOW`)         |
 
 `make_deployment`, `Deployment` and `Trigger` import nothing heavy, so `dagrun.flows` can

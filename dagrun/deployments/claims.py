@@ -47,15 +47,29 @@ class Claim:
     upstream_run_id: str | None = None
 
 
-def register_deployment(connection: Any, row: Mapping[str, Any], triggers: Sequence[Mapping[str, Any]], now: float, history_now: float) -> bool:
+def register_deployment(
+    connection: Any,
+    row: Mapping[str, Any],
+    triggers: Sequence[Mapping[str, Any]],
+    now: float,
+    history_now: float,
+) -> bool:
     """Insert or update one deployment and replace its triggers; True if it is new.
 
     A re-registered deployment keeps `registered_at`, `last_slot` and its `paused` flag (pause
     and resume own that once it exists), and each trigger that did not change keeps `since`.
     """
     existing = connection.execute("SELECT name FROM deployments WHERE name = ?", (row["name"],)).fetchone()
-    columns = ("flow_name", "flow_file", "parameters", "parameter_schema", "schedules", "schedule",
-               "max_active_runs", "catchup")
+    columns = (
+        "flow_name",
+        "flow_file",
+        "parameters",
+        "parameter_schema",
+        "schedules",
+        "schedule",
+        "max_active_runs",
+        "catchup",
+    )
     if existing is None:
         connection.execute(
             f"INSERT INTO deployments (name, {', '.join(columns)}, paused, registered_at, updated_at) "
@@ -74,8 +88,15 @@ def register_deployment(connection: Any, row: Mapping[str, Any], triggers: Seque
             "INSERT INTO deployment_triggers (deployment, trigger_key, after_deployment, after_flow, "
             "states, parameter, since) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (deployment, trigger_key) DO NOTHING",
-            (row["name"], trigger["trigger_key"], trigger["after_deployment"], trigger["after_flow"],
-             trigger["states"], trigger["parameter"], history_now),
+            (
+                row["name"],
+                trigger["trigger_key"],
+                trigger["after_deployment"],
+                trigger["after_flow"],
+                trigger["states"],
+                trigger["parameter"],
+                history_now,
+            ),
         )
     placeholders = ", ".join("?" * len(keys))
     connection.execute(
@@ -86,7 +107,9 @@ def register_deployment(connection: Any, row: Mapping[str, Any], triggers: Seque
     return existing is None
 
 
-def claim_run(connection: Any, claim: Claim, *, service_id: str, now: float, max_active_runs: int) -> ClaimResult:
+def claim_run(
+    connection: Any, claim: Claim, *, service_id: str, now: float, max_active_runs: int
+) -> ClaimResult:
     """Claim `claim` for `service_id` unless it is taken or the deployment is full."""
     if claim.reason == "schedule":
         taken = connection.execute(
@@ -116,8 +139,18 @@ def claim_run(connection: Any, claim: Claim, *, service_id: str, now: float, max
         "INSERT INTO deployment_runs (id, deployment, reason, slot, request_id, trigger_key, "
         "upstream_run_id, parameters, service_id, claimed_at, state) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'Pending')",
-        (claim.id, claim.deployment, claim.reason, claim.slot, claim.request_id, claim.trigger_key,
-         claim.upstream_run_id, json.dumps(dict(claim.parameters)), service_id, now),
+        (
+            claim.id,
+            claim.deployment,
+            claim.reason,
+            claim.slot,
+            claim.request_id,
+            claim.trigger_key,
+            claim.upstream_run_id,
+            json.dumps(dict(claim.parameters)),
+            service_id,
+            now,
+        ),
     )
     if claim.request_id is not None:
         connection.execute(
@@ -185,7 +218,9 @@ def refuse_request(connection: Any, request_id: int, *, error: str, now: float) 
     )
 
 
-def insert_request(connection: Any, deployment: str, parameters: Mapping[str, Any], *, requested_by: str, now: float) -> int:
+def insert_request(
+    connection: Any, deployment: str, parameters: Mapping[str, Any], *, requested_by: str, now: float
+) -> int:
     cursor = connection.execute(
         "INSERT INTO deployment_requests (deployment, parameters, requested_at, requested_by) "
         "VALUES (?, ?, ?, ?)",
@@ -194,7 +229,16 @@ def insert_request(connection: Any, deployment: str, parameters: Mapping[str, An
     return int(cursor.lastrowid)
 
 
-def start_service(connection: Any, service_id: str, *, host: str, pid: int, source: str | None, now: float, lease_seconds: float) -> None:
+def start_service(
+    connection: Any,
+    service_id: str,
+    *,
+    host: str,
+    pid: int,
+    source: str | None,
+    now: float,
+    lease_seconds: float,
+) -> None:
     connection.execute(
         "INSERT INTO deployment_services (id, host, pid, source, started_at, heartbeat, lease_seconds) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -62,11 +62,20 @@ class Deployment:
         owner = f"deployment {self.name!r}"
         if not all(hasattr(self.flow, attribute) for attribute in ("fn", "name", "parameter_validator")):
             raise ConfigError(f"{owner}: flow must be a @flow, got {self.flow!r}")
-        for name, value, kind in (("schedules", self.schedules, Schedule), ("triggers", self.triggers, Trigger)):
+        for name, value, kind in (
+            ("schedules", self.schedules, Schedule),
+            ("triggers", self.triggers, Trigger),
+        ):
             if not isinstance(value, tuple) or not all(isinstance(item, kind) for item in value):
                 raise ConfigError(f"{owner}: {name} must be a tuple of {kind.__name__}, got {value!r}")
-        if not isinstance(self.max_active_runs, int) or isinstance(self.max_active_runs, bool) or self.max_active_runs < 1:
-            raise ConfigError(f"{owner}: max_active_runs must be an integer >= 1, got {self.max_active_runs!r}")
+        if (
+            not isinstance(self.max_active_runs, int)
+            or isinstance(self.max_active_runs, bool)
+            or self.max_active_runs < 1
+        ):
+            raise ConfigError(
+                f"{owner}: max_active_runs must be an integer >= 1, got {self.max_active_runs!r}"
+            )
         for name in ("catchup", "paused"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{owner}: {name} must be true or false, got {getattr(self, name)!r}")
@@ -113,12 +122,13 @@ def make_deployment(
     owner = name if isinstance(name, str) else repr(name)
     if anchor is not None and interval is None:
         raise ConfigError(f"deployment {owner!r}: anchor applies only to an interval schedule")
-    schedules = []
-    for kind, value in (("cron", cron), ("interval", interval), ("rrule", rrule)):
-        if value is None:
-            continue
-        extra = {"anchor": anchor} if kind == "interval" else {}
-        schedules.append(make_schedule(**{kind: value}, timezone=timezone, owner=owner, **extra))
+    schedules: list[Schedule] = []
+    if cron is not None:
+        schedules.append(make_schedule(cron=cron, timezone=timezone, owner=owner))
+    if interval is not None:
+        schedules.append(make_schedule(interval=interval, anchor=anchor, timezone=timezone, owner=owner))
+    if rrule is not None:
+        schedules.append(make_schedule(rrule=rrule, timezone=timezone, owner=owner))
     if not schedules:
         _check_timezone(timezone, owner)
     if parameters is not None and not isinstance(parameters, Mapping):
@@ -153,11 +163,15 @@ def check_parameters(
     try:
         encoded = json.dumps(given, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{owner}: parameters must be JSON values (strings, numbers, lists, mappings): {exc}") from None
+        raise ConfigError(
+            f"{owner}: parameters must be JSON values (strings, numbers, lists, mappings): {exc}"
+        ) from None
     if json.loads(encoded) != given:
-        raise ConfigError(f"{owner}: parameters must be JSON values; {given!r} changes in JSON (use lists, not tuples)")
+        raise ConfigError(
+            f"{owner}: parameters must be JSON values; {given!r} changes in JSON (use lists, not tuples)"
+        )
     try:
-        bound = bind_parameters(flow.fn, flow.name, (), {**dict(extra or {}), **given})
+        bound = bind_parameters(flow.fn, str(flow.name), (), {**dict(extra or {}), **given})
         if flow.validate_parameters:
             flow.parameter_validator.validate(bound)
     except ParameterValidationError as exc:
@@ -169,7 +183,10 @@ def accepts_parameter(flow: Flow, name: str) -> bool:
     """Whether `flow` can be called with the keyword argument `name`."""
     parameters = inspect.signature(flow.fn).parameters
     if name in parameters:
-        return parameters[name].kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL)
+        return parameters[name].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.VAR_POSITIONAL,
+        )
     return any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
 
 
@@ -202,7 +219,11 @@ def schedule_to_spec(schedule: Schedule) -> dict[str, Any]:
     if isinstance(schedule, IntervalSchedule):
         interval: timedelta = schedule.interval  # type: ignore[assignment]  # normalized
         anchor: datetime = schedule.anchor  # type: ignore[assignment]
-        return {"interval": interval.total_seconds(), "anchor": anchor.isoformat(), "timezone": schedule.timezone}
+        return {
+            "interval": interval.total_seconds(),
+            "anchor": anchor.isoformat(),
+            "timezone": schedule.timezone,
+        }
     raise ConfigError(f"cannot store schedule {schedule!r}: not a cron, interval or rrule schedule")
 
 
@@ -243,4 +264,3 @@ def _json_or_text(value: Any) -> Any:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
-

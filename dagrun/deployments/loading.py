@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -44,8 +45,18 @@ from dagrun.errors import ConfigError
 from dagrun.flows import Flow
 
 YAML_KEYS = (
-    "name", "flow", "cron", "interval", "rrule", "timezone", "anchor", "parameters",
-    "max_active_runs", "catchup", "triggers", "paused",
+    "name",
+    "flow",
+    "cron",
+    "interval",
+    "rrule",
+    "timezone",
+    "anchor",
+    "parameters",
+    "max_active_runs",
+    "catchup",
+    "triggers",
+    "paused",
 )
 TRIGGER_KEYS = ("after_deployment", "after_flow", "states", "parameter")
 
@@ -73,7 +84,10 @@ def check_unique_names(deployments: list[Deployment], where: str) -> None:
     seen: set[str] = set()
     for deployment in deployments:
         if deployment.name in seen:
-            raise ConfigError(f"{where}: deployment {deployment.name!r}: name: two deployments are named {deployment.name!r}")
+            raise ConfigError(
+                f"{where}: deployment {deployment.name!r}: name: "
+                f"two deployments are named {deployment.name!r}"
+            )
         seen.add(deployment.name)
 
 
@@ -87,7 +101,9 @@ def _from_python(file: Path) -> list[Deployment]:
     resolved = str(file.resolve())
     # A flow bound at the top level of the served file loads from it, however it got there.
     return [
-        _with_flow_file(deployment, resolved) if any(deployment.flow is flow for flow in local_flows) else deployment
+        _with_flow_file(deployment, resolved)
+        if any(deployment.flow is flow for flow in local_flows)
+        else deployment
         for deployment in found
     ]
 
@@ -146,7 +162,9 @@ def _yaml_flow(file: Path, reference: Any, where: str, modules: dict[Path, Modul
     flows = {name: value for name, value in vars(modules[flow_path]).items() if isinstance(value, Flow)}
     if not wanted:
         if len(flows) != 1:
-            raise ConfigError(f"{where}: flow: {path_text} defines {len(flows)} flows; write {path_text}:FLOW")
+            raise ConfigError(
+                f"{where}: flow: {path_text} defines {len(flows)} flows; write {path_text}:FLOW"
+            )
         return str(flow_path), next(iter(flows.values()))
     for variable, flow in flows.items():
         if wanted in (variable, flow.name):
@@ -160,7 +178,9 @@ def _anchor(value: Any, where: str) -> datetime:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ConfigError(f"{where}: anchor: expected an ISO time such as 2026-01-01T06:00:00+00:00, got {value!r}") from None
+            raise ConfigError(
+                f"{where}: anchor: expected an ISO time such as 2026-01-01T06:00:00+00:00, got {value!r}"
+            ) from None
     if not isinstance(value, datetime):
         raise ConfigError(f"{where}: anchor: expected an ISO time, got {value!r}")
     if value.tzinfo is None:
@@ -177,7 +197,10 @@ def _triggers(value: Any, where: str) -> list[Trigger]:
             raise ConfigError(f"{where}: triggers[{index}]: expected a mapping, got {item!r}")
         unknown = sorted(set(item) - set(TRIGGER_KEYS))
         if unknown:
-            raise ConfigError(f"{where}: triggers[{index}]: unknown key {unknown[0]!r} (expected one of {', '.join(TRIGGER_KEYS)})")
+            raise ConfigError(
+                f"{where}: triggers[{index}]: unknown key {unknown[0]!r} "
+                f"(expected one of {', '.join(TRIGGER_KEYS)})"
+            )
         try:
             triggers.append(Trigger(**dict(item)))
         except ConfigError as exc:
@@ -202,6 +225,10 @@ def _import(file: Path) -> ModuleType:
         raise ConfigError(f"{file}: {exc}") from None
     except SyntaxError as exc:
         raise ConfigError(f"{file}: line {exc.lineno}: SyntaxError: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: one line here, `python FILE` shows all
+        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == str(file)]
+        where = f"line {frames[-1].lineno}: " if frames else ""
+        raise ConfigError(f"{file}: {where}{type(exc).__name__}: {exc}") from None
     return module
 
 

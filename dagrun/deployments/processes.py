@@ -78,10 +78,31 @@ def launch_run(command: list[str], env: Mapping[str, str], log_path: Path) -> Su
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
-            command, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True,
+            command,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
         )
     return SubprocessRun(popen, log_path)
+
+
+def run_environment(deployment: str, flow_run_id: str, slot: str | None, database: Path) -> dict[str, str]:
+    """This process's environment plus what the run records about itself: its deployment, its
+    schedule slot (ISO UTC, scheduled runs only), its id, and the database to record it in."""
+    env = {
+        **os.environ,
+        "DAGRUN_DEPLOYMENT": deployment,
+        "DAGRUN_FLOW_RUN_ID": flow_run_id,
+        "DAGRUN_DATABASE_URL": str(database.resolve()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DAGRUN_DEPLOYMENT_SLOT", None)
+    if slot is not None:
+        env["DAGRUN_DEPLOYMENT_SLOT"] = slot
+    return env
 
 
 def run_command(flow_file: str, flow: Any, parameters: Mapping[str, Any]) -> list[str]:

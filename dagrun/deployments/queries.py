@@ -107,12 +107,14 @@ def triggers(connection: Any, deployment: str) -> list[Row]:
 
 def open_claims_of_dead_services(connection: Any, service_id: str, now: float) -> list[Row]:
     """Claims not ended whose service stopped, or stopped sending heartbeats, or is unknown."""
-    return _decoded(connection.execute(
-        "SELECT r.* FROM deployment_runs r LEFT JOIN deployment_services s ON s.id = r.service_id "
-        "WHERE r.ended_at IS NULL AND r.service_id != ? AND (s.id IS NULL OR s.stopped_at IS NOT NULL "
-        "OR s.heartbeat + s.lease_seconds < ?) ORDER BY r.claimed_at",
-        (service_id, now),
-    ).fetchall())
+    return _decoded(
+        connection.execute(
+            "SELECT r.* FROM deployment_runs r LEFT JOIN deployment_services s ON s.id = r.service_id "
+            "WHERE r.ended_at IS NULL AND r.service_id != ? AND (s.id IS NULL OR s.stopped_at IS NOT NULL "
+            "OR s.heartbeat + s.lease_seconds < ?) ORDER BY r.claimed_at",
+            (service_id, now),
+        ).fetchall()
+    )
 
 
 def live_services(connection: Any, now: float) -> list[Row]:

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,33 +40,20 @@ from dagrun.config import dagrun_home
 from dagrun.deployments.claims import Claim, ClaimResult
 from dagrun.deployments.declaration import Deployment, check_parameters
 from dagrun.deployments.loading import check_unique_names
-from dagrun.deployments.processes import RunProcess, describe_exit, last_line, launch_run, run_command
+from dagrun.deployments.processes import RunProcess, launch_run, run_command, run_environment
+from dagrun.deployments.settlement import HOST, StartedRun, settle_orphaned_claim, settle_run
 from dagrun.deployments.store import DeploymentStore
 from dagrun.errors import ConfigError
-from dagrun.history import FlowRunStarted, FlowRunState
-from dagrun.history.events import FINAL_STATE_NAMES
 from dagrun.schedules import missed_slots
 
 logger = logging.getLogger("dagrun.deployments")
 
 UTC = timezone.utc
-HOST = socket.gethostname()
 Launcher = Callable[[list[str], dict[str, str], Path], RunProcess]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class StartedRun:
-    """A run this service started: its claim, its process and when it started (history clock)."""
-
-    claim: Claim
-    flow_name: str
-    process: RunProcess
-    started_at: float
-    log_path: Path
 
 
 class Service:
@@ -89,9 +74,16 @@ class Service:
         source: str | None = None,
     ) -> None:
         check_unique_names(list(deployments), "dagrun serve")
-        for name, value in (("poll_interval", poll_interval), ("grace_period", grace_period), ("kill_after", kill_after)):
+        for name, value in (
+            ("poll_interval", poll_interval),
+            ("grace_period", grace_period),
+            ("kill_after", kill_after),
+        ):
             if not isinstance(value, (int, float)) or value < 0 or (name == "poll_interval" and value == 0):
-                raise ConfigError(f"{name} must be a number of seconds {'> 0' if name == 'poll_interval' else '>= 0'}, got {value!r}")
+                raise ConfigError(
+                    f"{name} must be a number of seconds "
+                    f"{'> 0' if name == 'poll_interval' else '>= 0'}, got {value!r}"
+                )
         if max_catchup < 1:
             raise ConfigError(f"max_catchup must be >= 1, got {max_catchup}")
         self.deployments = {deployment.name: deployment for deployment in deployments}
@@ -111,6 +103,7 @@ class Service:
         self._stopping = False
         self._states: dict[str, dict[str, Any]] = {}
         self._reported_waits: dict[str, str] = {}
+        self._hurry = threading.Event()
 
     # --- one pass ---
 
@@ -118,13 +111,19 @@ class Service:
         """Record the deployments and this service in the store (the first tick does this)."""
         now = self._now(now)
         new = set(self.store.register(list(self.deployments.values()), now))
-        self.store.start_service(self.id, host=HOST, pid=os.getpid(), source=self.source, now=now,
-                                 lease_seconds=self.lease_seconds)
+        self.store.start_service(
+            self.id, host=HOST, pid=os.getpid(), source=self.source, now=now, lease_seconds=self.lease_seconds
+        )
         self._registered = True
         for deployment in self.deployments.values():
             verb = "Registered" if deployment.name in new else "Updated"
-            logger.info("%s deployment '%s' (flow '%s', %s)", verb, deployment.name, deployment.flow.name,
-                        deployment.describe_schedule())
+            logger.info(
+                "%s deployment '%s' (flow '%s', %s)",
+                verb,
+                deployment.name,
+                deployment.flow.name,
+                deployment.describe_schedule(),
+            )
 
     def tick(self, now: datetime | None = None) -> list[str]:
         """Settle ended runs, then start what is due at `now`; return the started claim ids."""
@@ -154,7 +153,7 @@ class Service:
             code = run.process.poll()
             if code is not None:
                 del self.running[claim_id]
-                self._settle(run, code, now, cancel_message)
+                settle_run(self.store, run, code, now, cancel_message)
 
     # --- the real-time loop and the graceful stop ---
 
@@ -189,13 +188,22 @@ class Service:
         grace = self.grace_period if grace_period is None else grace_period
         self._stopping = True
         if self.running:
-            logger.info("Stopping: no new runs; waiting up to %g s for %d running run(s)", grace, len(self.running))
+            logger.info(
+                "Stopping: no new runs; waiting up to %g s for %d running run(s)", grace, len(self.running)
+            )
         self._wait_for_runs(grace, None)
-        message = f"Cancelled: `dagrun serve` stopped and the run did not finish within the {grace:g} s grace period"
+        message = (
+            "Cancelled: `dagrun serve` stopped and the run did not finish within the "
+            f"{grace:g} s grace period"
+        )
         if self.running:
             for run in self.running.values():
-                logger.warning("Cancelling run %s of deployment '%s': still running after the %g s grace period",
-                               run.claim.id[:8], run.claim.deployment, grace)
+                logger.warning(
+                    "Cancelling run %s of deployment '%s': still running after the %g s grace period",
+                    run.claim.id[:8],
+                    run.claim.deployment,
+                    grace,
+                )
                 run.process.interrupt()
             self._wait_for_runs(self.kill_after, message)
         for run in self.running.values():
@@ -206,12 +214,16 @@ class Service:
             self._registered = False
         logger.info("Stopped.")
 
+    def hurry(self) -> None:
+        """End a `stop()` in progress without waiting out the grace period (a second Ctrl-C)."""
+        self._hurry.set()
+
     def _wait_for_runs(self, seconds: float, cancel_message: str | None) -> None:
         deadline = time.monotonic() + seconds
         last_heartbeat = time.monotonic()
         while True:
             self.reap(cancel_message=cancel_message)
-            if not self.running or time.monotonic() >= deadline:
+            if not self.running or time.monotonic() >= deadline or self._hurry.is_set():
                 return
             if self._registered and time.monotonic() - last_heartbeat >= self.poll_interval:
                 self.store.heartbeat(self.id, self._now(None))
@@ -223,24 +235,39 @@ class Service:
     def _fire_slots(self, deployment: Deployment, state: dict[str, Any], now: datetime) -> list[str]:
         if not deployment.schedules:
             return []
-        last = (datetime.fromisoformat(state["last_slot"]) if state["last_slot"]
-                else datetime.fromtimestamp(state["registered_at"], UTC))
+        last = (
+            datetime.fromisoformat(state["last_slot"])
+            if state["last_slot"]
+            else datetime.fromtimestamp(state["registered_at"], UTC)
+        )
         wanted = self.max_catchup if deployment.catchup else 1
-        due = sorted({
-            slot
-            for schedule in deployment.schedules
-            for slot in missed_slots(schedule, last, now, catchup=deployment.catchup, max_catchup=wanted)
-        })[-wanted:]
+        due = sorted(
+            {
+                slot
+                for schedule in deployment.schedules
+                for slot in missed_slots(schedule, last, now, catchup=deployment.catchup, max_catchup=wanted)
+            }
+        )[-wanted:]
         if not due:
             return []
         if state["paused"]:
             self.store.skip_slot(deployment.name, due[-1])
-            logger.info("Skipped %d slot(s) of paused deployment '%s' (latest %s)", len(due), deployment.name,
-                        due[-1].isoformat())
+            logger.info(
+                "Skipped %d slot(s) of paused deployment '%s' (latest %s)",
+                len(due),
+                deployment.name,
+                due[-1].isoformat(),
+            )
             return []
         started = []
         for slot in due:
-            claim = Claim(uuid.uuid4().hex, deployment.name, "schedule", dict(deployment.parameters), slot=slot.isoformat())
+            claim = Claim(
+                uuid.uuid4().hex,
+                deployment.name,
+                "schedule",
+                dict(deployment.parameters),
+                slot=slot.isoformat(),
+            )
             result = self._claim_and_start(deployment, claim, now, f"for slot {claim.slot}")
             if result is ClaimResult.CLAIMED:
                 started.append(claim.id)
@@ -256,10 +283,19 @@ class Service:
                 parameters = dict(deployment.parameters)
                 if trigger.parameter is not None:
                     parameters[trigger.parameter] = upstream["id"]
-                claim = Claim(uuid.uuid4().hex, deployment.name, "trigger", parameters,
-                              trigger_key=trigger.key, upstream_run_id=upstream["id"])
-                source = (f"deployment '{upstream['deployment']}'" if trigger.after_deployment is not None
-                          else f"flow '{upstream['flow_name']}'")
+                claim = Claim(
+                    uuid.uuid4().hex,
+                    deployment.name,
+                    "trigger",
+                    parameters,
+                    trigger_key=trigger.key,
+                    upstream_run_id=upstream["id"],
+                )
+                source = (
+                    f"deployment '{upstream['deployment']}'"
+                    if trigger.after_deployment is not None
+                    else f"flow '{upstream['flow_name']}'"
+                )
                 why = f"after {upstream['state']} run {upstream['id'][:8]} of {source}"
                 result = self._claim_and_start(deployment, claim, now, why)
                 if result is ClaimResult.CLAIMED:
@@ -277,7 +313,9 @@ class Service:
                 continue
             owner = f"manual run request {request['id']} of deployment {deployment.name!r}"
             try:
-                parameters = check_parameters(deployment.flow, {**deployment.parameters, **request["parameters"]}, owner=owner)
+                parameters = check_parameters(
+                    deployment.flow, {**deployment.parameters, **request["parameters"]}, owner=owner
+                )
             except ConfigError as exc:
                 self.store.refuse_request(request["id"], str(exc), now)
                 logger.warning("Refused %s", exc)
@@ -292,18 +330,16 @@ class Service:
         return started
 
     def _claim_and_start(self, deployment: Deployment, claim: Claim, now: datetime, why: str) -> ClaimResult:
-        result = self.store.claim(claim, service_id=self.id, now=now, max_active_runs=deployment.max_active_runs)
+        result = self.store.claim(
+            claim, service_id=self.id, now=now, max_active_runs=deployment.max_active_runs
+        )
         if result is ClaimResult.CLAIMED:
             self._reported_waits.pop(deployment.name, None)
             self._start(deployment, claim, now, why)
         return result
 
     def _start(self, deployment: Deployment, claim: Claim, now: datetime, why: str) -> None:
-        env = {**os.environ, "DAGRUN_DEPLOYMENT": deployment.name, "DAGRUN_FLOW_RUN_ID": claim.id,
-               "DAGRUN_DATABASE_URL": str(self.store.path.resolve()), "PYTHONUNBUFFERED": "1"}
-        env.pop("DAGRUN_DEPLOYMENT_SLOT", None)
-        if claim.slot is not None:
-            env["DAGRUN_DEPLOYMENT_SLOT"] = claim.slot
+        env = run_environment(deployment.name, claim.id, claim.slot, self.store.path)
         log_path = self.log_dir / deployment.name / f"{claim.id}.log"
         command = run_command(str(deployment.flow_file), deployment.flow, claim.parameters)
         started_at = time.time()
@@ -315,73 +351,45 @@ class Service:
             logger.error("Run %s of deployment '%s' %s", claim.id[:8], deployment.name, message)
             return
         self.store.mark_started(claim.id, pid=process.pid, host=HOST, now=now)
-        self.running[claim.id] = StartedRun(claim, deployment.flow.name, process, started_at, log_path)
-        logger.info("Started run %s of deployment '%s' %s (pid %d)", claim.id[:8], deployment.name, why, process.pid)
+        self.running[claim.id] = StartedRun(claim, str(deployment.flow.name), process, started_at, log_path)
+        logger.info(
+            "Started run %s of deployment '%s' %s (pid %d)", claim.id[:8], deployment.name, why, process.pid
+        )
 
     def _report_wait(self, deployment: Deployment, what: str) -> None:
         if self._reported_waits.get(deployment.name) != what:
             self._reported_waits[deployment.name] = what
-            logger.info("Deployment '%s': %s waits, max_active_runs=%d runs are active", deployment.name, what,
-                        deployment.max_active_runs)
+            logger.info(
+                "Deployment '%s': %s waits: max_active_runs=%d reached",
+                deployment.name,
+                what,
+                deployment.max_active_runs,
+            )
 
     # --- how runs end ---
-
-    def _settle(self, run: StartedRun, code: int, now: datetime, cancel_message: str | None) -> None:
-        claim = {"id": run.claim.id, "deployment": run.claim.deployment, "pid": run.process.pid, "host": HOST}
-        record = self.store.recorded_run(claim)
-        if record is not None and record["state"] in FINAL_STATE_NAMES:
-            state, message = record["state"], record["message"] or None
-        elif cancel_message is not None:
-            state, message = "Cancelled", cancel_message
-            self._record_end(run, record, state, message)
-        elif record is None and code == 0:
-            state, message = "Completed", None  # the run kept no history (DAGRUN_HISTORY=off)
-        else:
-            output = last_line(run.log_path)
-            state = "Crashed"
-            message = f"Crashed: its process {describe_exit(code)} before recording a final state" + (
-                f"; last output: {output}" if output else "")
-            self._record_end(run, record, state, message)
-        self.store.finish(run.claim.id, state=state, now=now, exit_code=code, message=message)
-        level = logging.INFO if state == "Completed" else logging.WARNING
-        detail = f": {message}" if message and state in ("Crashed", "Cancelled") else ""
-        logger.log(level, "Run %s of deployment '%s' ended %s%s", run.claim.id[:8], run.claim.deployment, state, detail)
-
-    def _record_end(self, run: StartedRun, record: dict[str, Any] | None, state: str, message: str) -> None:
-        """Write the run's final state to the history, creating its record if it has none."""
-        events: list[Any] = []
-        flow_run_id = run.claim.id
-        if record is None:
-            events.append(FlowRunStarted(
-                flow_run_id=flow_run_id, flow_name=run.flow_name, flow_run_name=f"{run.flow_name}-{flow_run_id[:6]}",
-                parameters=dict(run.claim.parameters), start_time=run.started_at, parent_flow_run_id=None,
-                parent_task_run_id=None, executor=None, address=None, host=HOST, pid=run.process.pid,
-                deployment=run.claim.deployment, slot=run.claim.slot,
-            ))
-        events.append(FlowRunState(flow_run_id, state, time.time(), message, error=message))
-        self.store.history.apply(events)
 
     def _settle_orphans(self, now: datetime) -> None:
         """Settle the open claims of services that are gone (see the module docstring)."""
         for row in self.store.orphaned_claims(self.id, now):
-            if row["pid"] is None:
-                deployment = self.deployments.get(row["deployment"])
-                if deployment is not None and self.store.retake(row["id"], old_service=row["service_id"], new_service=self.id):
-                    claim = Claim(row["id"], row["deployment"], row["reason"], row["parameters"], slot=row["slot"],
-                                  request_id=row["request_id"], trigger_key=row["trigger_key"],
-                                  upstream_run_id=row["upstream_run_id"])
-                    self._start(deployment, claim, now, "claimed by a service that stopped before starting it")
+            if row["pid"] is not None:
+                settle_orphaned_claim(self.store, row, now)
                 continue
-            record = self.store.recorded_run(row)
-            if record is not None and record["state"] not in FINAL_STATE_NAMES:
-                continue  # still running, its driver alive: it counts against max_active_runs
-            if record is not None:
-                self.store.finish(row["id"], state=record["state"], now=now, message=record["message"] or None)
-            else:
-                self.store.finish(row["id"], state="Crashed", now=now,
-                                  message="Crashed: its `dagrun serve` stopped and the run recorded no state")
-            logger.info("Settled run %s of deployment '%s' left by a stopped service: %s", row["id"][:8],
-                        row["deployment"], record["state"] if record else "Crashed")
+            deployment = self.deployments.get(row["deployment"])
+            if deployment is None or not self.store.retake(
+                row["id"], old_service=row["service_id"], new_service=self.id
+            ):
+                continue
+            claim = Claim(
+                row["id"],
+                row["deployment"],
+                row["reason"],
+                row["parameters"],
+                slot=row["slot"],
+                request_id=row["request_id"],
+                trigger_key=row["trigger_key"],
+                upstream_run_id=row["upstream_run_id"],
+            )
+            self._start(deployment, claim, now, "claimed by a service that stopped before starting it")
 
     def _now(self, now: datetime | None) -> datetime:
         moment = self.clock() if now is None else now

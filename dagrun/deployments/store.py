@@ -113,9 +113,11 @@ class DeploymentStore:
         """Pause (no scheduled or triggered runs; due slots are skipped) or resume."""
         with self._write() as connection:
             if not claim_sql.set_paused(connection, name, paused, time.time()):
-                raise ConfigError(self._unknown(connection, name))
+                raise ConfigError(_unknown(connection, name))
 
-    def request_run(self, name: str, parameters: Mapping[str, Any] | None = None, *, requested_by: str = "api") -> int:
+    def request_run(
+        self, name: str, parameters: Mapping[str, Any] | None = None, *, requested_by: str = "api"
+    ) -> int:
         """Queue a manual run of deployment `name`; a `dagrun serve` serving it starts it.
 
         `parameters` override the deployment's defaults; the service validates them against
@@ -128,22 +130,28 @@ class DeploymentStore:
             raise ConfigError(f"deployment {name!r}: parameters must be JSON values: {exc}") from None
         with self._write() as connection:
             if not queries.deployments(connection, name):
-                raise ConfigError(self._unknown(connection, name))
-            return claim_sql.insert_request(connection, name, parameters, requested_by=requested_by, now=time.time())
+                raise ConfigError(_unknown(connection, name))
+            return claim_sql.insert_request(
+                connection, name, parameters, requested_by=requested_by, now=time.time()
+            )
 
     # --- reads ---
 
-    def get(self, name: str) -> dict[str, Any] | None:
-        """One deployment as stored (no summary), or None."""
+    def get(self, name: str) -> dict[str, Any]:
+        """One deployment as stored (no summary); a `ConfigError` naming the known ones if unknown."""
         with self._read() as connection:
             rows = queries.deployments(connection, name)
-        return rows[0] if rows else None
+            if not rows:
+                raise ConfigError(_unknown(connection, name))
+        return rows[0]
 
     def names(self) -> list[str]:
         with self._read() as connection:
             return [row["name"] for row in queries.deployments(connection)]
 
-    def summaries(self, now: datetime | None = None, *, name: str | None = None, recent: int = 5) -> list[dict[str, Any]]:
+    def summaries(
+        self, now: datetime | None = None, *, name: str | None = None, recent: int = 5
+    ) -> list[dict[str, Any]]:
         """Deployments for `deployments ls --json` and the dashboard: the stored fields plus
         `next_runs` (ISO UTC, none while paused), `last_run`, `recent_runs`, `active_runs`,
         `pending_requests` and `triggers`."""
@@ -178,9 +186,19 @@ class DeploymentStore:
 
     # --- what a service does (see dagrun.deployments.service) ---
 
-    def start_service(self, service_id: str, *, host: str, pid: int, source: str | None, now: datetime, lease_seconds: float) -> None:
+    def start_service(
+        self, service_id: str, *, host: str, pid: int, source: str | None, now: datetime, lease_seconds: float
+    ) -> None:
         with self._write() as connection:
-            claim_sql.start_service(connection, service_id, host=host, pid=pid, source=source, now=_epoch(now), lease_seconds=lease_seconds)
+            claim_sql.start_service(
+                connection,
+                service_id,
+                host=host,
+                pid=pid,
+                source=source,
+                now=_epoch(now),
+                lease_seconds=lease_seconds,
+            )
 
     def heartbeat(self, service_id: str, now: datetime) -> None:
         with self._write() as connection:
@@ -205,7 +223,9 @@ class DeploymentStore:
 
     def claim(self, claim: Claim, *, service_id: str, now: datetime, max_active_runs: int) -> ClaimResult:
         with self._write() as connection:
-            return claim_sql.claim_run(connection, claim, service_id=service_id, now=_epoch(now), max_active_runs=max_active_runs)
+            return claim_sql.claim_run(
+                connection, claim, service_id=service_id, now=_epoch(now), max_active_runs=max_active_runs
+            )
 
     def skip_slot(self, deployment: str, slot: datetime) -> None:
         with self._write() as connection:
@@ -219,11 +239,19 @@ class DeploymentStore:
         with self._write() as connection:
             claim_sql.mark_started(connection, claim_id, pid=pid, host=host, now=_epoch(now))
 
-    def finish(self, claim_id: str, *, state: str, now: datetime, exit_code: int | None = None,
-               message: str | None = None) -> None:
+    def finish(
+        self,
+        claim_id: str,
+        *,
+        state: str,
+        now: datetime,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> None:
         with self._write() as connection:
-            claim_sql.finish_run(connection, claim_id, state=state, now=_epoch(now), exit_code=exit_code,
-                                 message=message)
+            claim_sql.finish_run(
+                connection, claim_id, state=state, now=_epoch(now), exit_code=exit_code, message=message
+            )
 
     def orphaned_claims(self, service_id: str, now: datetime) -> list[dict[str, Any]]:
         """Open claims of services that are gone (stopped, or heartbeat lease expired)."""
@@ -232,7 +260,9 @@ class DeploymentStore:
 
     def retake(self, claim_id: str, *, old_service: str, new_service: str) -> bool:
         with self._write() as connection:
-            return claim_sql.retake_run(connection, claim_id, old_service=old_service, new_service=new_service)
+            return claim_sql.retake_run(
+                connection, claim_id, old_service=old_service, new_service=new_service
+            )
 
     def recorded_run(self, claim: Mapping[str, Any]) -> dict[str, Any] | None:
         """The history's record of a claimed run, after noticing runs whose lease expired."""
@@ -241,10 +271,6 @@ class DeploymentStore:
             return queries.recorded_run(connection, dict(claim))
 
     # --- connections ---
-
-    def _unknown(self, connection: Any, name: str) -> str:
-        known = ", ".join(row["name"] for row in queries.deployments(connection)) or "none"
-        return f"No deployment {name!r} (registered: {known}); `dagrun serve FILE` registers them"
 
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
@@ -280,6 +306,11 @@ class DeploymentStore:
             rollback(connection)
 
 
+def _unknown(connection: Any, name: str) -> str:
+    known = ", ".join(row["name"] for row in queries.deployments(connection)) or "none"
+    return f"No deployment {name!r} (registered: {known}); `dagrun serve FILE` registers them"
+
+
 def _deployment_row(deployment: Deployment) -> dict[str, Any]:
     if deployment.flow_file is None:
         raise ConfigError(
@@ -302,9 +333,13 @@ def _deployment_row(deployment: Deployment) -> dict[str, Any]:
 
 def _trigger_rows(deployment: Deployment) -> list[dict[str, Any]]:
     return [
-        {"trigger_key": trigger.key, "after_deployment": trigger.after_deployment,
-         "after_flow": trigger.after_flow, "states": json.dumps(list(trigger.states)),
-         "parameter": trigger.parameter}
+        {
+            "trigger_key": trigger.key,
+            "after_deployment": trigger.after_deployment,
+            "after_flow": trigger.after_flow,
+            "states": json.dumps(list(trigger.states)),
+            "parameter": trigger.parameter,
+        }
         for trigger in deployment.triggers
     ]
 

@@ -73,16 +73,17 @@ class Trigger:
     @property
     def key(self) -> str:
         """A stable name for this trigger within its deployment (the claims' unique key)."""
-        kind, name = self._upstream()
+        kind, name = self.upstream()
         return json.dumps([kind, name, sorted(self.states), self.parameter], separators=(",", ":"))
 
     def describe(self) -> str:
-        kind, name = self._upstream()
+        kind, name = self.upstream()
         states = " or ".join(self.states)
         passed = f", passing its id as {self.parameter!r}" if self.parameter else ""
         return f"after a {states} run of {kind.replace('_', ' ')} {name!r}{passed}"
 
-    def _upstream(self) -> tuple[str, str]:
+    def upstream(self) -> tuple[str, str]:
+        """("deployment" or "flow", its name)."""
         if self.after_deployment is not None:
             return "deployment", self.after_deployment
         return "flow", self.after_flow  # type: ignore[return-value]  # one of them is set
@@ -96,12 +97,11 @@ def ended_upstream_runs(
     Each is `{id, flow_name, deployment, state, end_time}`. Reads `flow_runs` (the history),
     `deployment_triggers` (for `since`) and `deployment_runs` (what was already started).
     """
-    if trigger.after_deployment is not None:
+    kind, name = trigger.upstream()
+    if kind == "deployment":
         upstream = "f.deployment = ?"
-        name = trigger.after_deployment
     else:
         upstream = "f.flow_name = ? AND f.parent_flow_run_id IS NULL"
-        name = trigger.after_flow
     states = ", ".join("?" * len(trigger.states))
     rows: list[dict[str, Any]] = connection.execute(
         "SELECT f.id, f.flow_name, f.deployment, f.state, f.end_time FROM flow_runs f "

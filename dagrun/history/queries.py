@@ -21,11 +21,11 @@ _ACTIVE = ", ".join("?" * len(ACTIVE_STATE_NAMES))
 
 _FLOW_RUN_SUMMARY = (
     "id, flow_name, flow_run_name, state, message, start_time, end_time, parameters, "
-    "deployment, parent_flow_run_id"
+    "deployment, slot, parent_flow_run_id"
 )
 _FLOW_RUN_DETAIL = (
     _FLOW_RUN_SUMMARY
-    + ", parent_task_run_id, slot, executor, address, host, pid, heartbeat, lease_seconds, "
+    + ", parent_task_run_id, executor, address, host, pid, heartbeat, lease_seconds, "
     "cancel_requested, error, traceback"
 )
 _TASK_RUN_COLUMNS = (

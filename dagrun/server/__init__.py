@@ -5,7 +5,7 @@
 | `app`         | `make_app(store, token=)` builds the application; `serve()` runs it         |
 | `auth`        | the bearer-token / cookie check every request passes, and the Host check  |
 | `api`         | the JSON handlers over `HistoryStore` (runs, task runs, logs, flows)       |
-| `deployments` | the deployment routes, answering 501 until a deployment store is wired in  |
+| `deployments` | the deployment routes: list, run, pause and resume, over the deployment store |
 | `static/`     | the pages: vanilla JS modules, CSS and inline SVG; no build step, no CDN  |
 
 The server only reads the history, except for cancel requests (`request_cancel`), which the

@@ -3,6 +3,7 @@
 // that stops its polling, called before the next page is drawn.
 
 import { currentQuery, errorMessage } from "./api.js";
+import { deploymentsPage } from "./deployments.js";
 import { flowsPage } from "./flows.js";
 import { logsPage } from "./logs.js";
 import { runPage } from "./run.js";
@@ -14,6 +15,7 @@ const ROUTES = [
   [/^\/runs\/([^/]+)$/, runPage, "runs"],
   [/^\/task-runs\/([^/]+)$/, taskRunPage, "runs"],
   [/^\/flows$/, flowsPage, "flows"],
+  [/^\/deployments$/, deploymentsPage, "deployments"],
   [/^\/runs$/, runsPage, "runs"],
 ];
 
