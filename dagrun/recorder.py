@@ -123,6 +123,16 @@ class RunRecorder:
         if attempts is None and state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
             attempts = self._retries.get(run.id, 0) + 1
         error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
+        retried = run.id in self._retries
+        if timing is None and attempts and (retried or state.type in (StateType.FAILED, StateType.CRASHED)):
+            # The last attempt (earlier ones were recorded as they were retried).
+            self._writer.submit(
+                TaskRunAttempt(
+                    run.id, attempts, finished.get("last_attempt_start"), finished.get("end_time") or time.time(),
+                    error if state.type is not StateType.COMPLETED else None,
+                    trace if state.type is not StateType.COMPLETED else None,
+                )
+            )
         self._writer.submit(
             TaskRunState(
                 task_run_id=run.id,

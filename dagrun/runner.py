@@ -127,7 +127,10 @@ def run_task(
         return value
     finally:
         if spec.report or "checksum" in finished:
-            log_sink({**finished, "attempts": len(attempts), "start_time": attempts[0], "end_time": time.time()})
+            log_sink({
+                **finished, "attempts": len(attempts), "start_time": attempts[0],
+                "last_attempt_start": attempts[-1], "end_time": time.time(),
+            })
 
 
 def load_result(spec: TaskSpec, cache_key: str) -> Any:

@@ -103,6 +103,41 @@ class DashboardServer:
         self.process.wait(10)
 
 
+def run_real_failing_flow(database: Path) -> str:
+    """Run a real flow (in-process) that records into `database`; returns its flow run id."""
+    from dagrun import flow, get_run_logger, task
+    from dagrun.executors import InProcessExecutor
+
+    @task
+    def fetch() -> list[int]:
+        get_run_logger().info("fetched 3 rows")
+        return [1, 2, 3]
+
+    @task(retries=1, retry_delay_seconds=0)
+    def parse(rows: list[int]) -> list[int]:
+        raise ValueError("bad row 7")
+
+    @task
+    def store_rows(rows: list[int]) -> int:
+        return len(rows)
+
+    @flow(name="real_etl", executor=InProcessExecutor())
+    def real_etl() -> int:
+        return store_rows(parse(fetch()))
+
+    previous = os.environ.get("DAGRUN_DATABASE_URL")
+    os.environ["DAGRUN_DATABASE_URL"] = f"sqlite:///{database}"
+    try:
+        assert real_etl(return_state=True).is_failed()
+    finally:
+        if previous is None:
+            del os.environ["DAGRUN_DATABASE_URL"]
+        else:
+            os.environ["DAGRUN_DATABASE_URL"] = previous
+    with HistoryStore(database) as store:
+        return store.list_flow_runs(flow_name="real_etl")[0]["id"]
+
+
 @pytest.fixture(scope="module")
 def database(
     tmp_path_factory: pytest.TempPathFactory,
@@ -112,6 +147,11 @@ def database(
         history = record_history(store)
         large = record_large_run(store)
         yield store, history, large
+
+
+@pytest.fixture(scope="module")
+def real_run(database: tuple[HistoryStore, History, str]) -> str:
+    return run_real_failing_flow(database[0].path)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +246,27 @@ def test_failed_run_from_runs_page_to_the_error_line(page: Any, server: Dashboar
     lines = page.locator(".log-table tr")
     expect(lines).to_have_count(1)
     expect(lines).to_contain_text("ValueError: bad row 42")
+
+
+def test_a_real_flow_run_failed_task_highlighted_and_its_error_in_the_logs(
+    page: Any, server: DashboardServer, real_run: str
+) -> None:
+    page.goto(server.url)
+    row = page.locator(f'tr[data-run-id="{real_run}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".badge")).to_have_text("Failed")
+    row.locator("a").click()
+    failed = node(page, "parse")
+    expect(failed).to_have_attribute("data-state", "Failed")
+    assert failed.locator("rect.box").evaluate("box => getComputedStyle(box).stroke") == "rgb(220, 38, 38)"
+    expect(node(page, "fetch")).to_have_attribute("data-state", "Completed")
+    expect(node(page, "store_rows")).to_have_attribute("data-state", "NotRun")
+    expect(page.locator(".error-panel")).to_contain_text("ValueError: bad row 7")
+    failed.click()
+    attempts = page.locator("table.attempts tbody tr")
+    expect(attempts).to_have_count(2)  # the retried attempt and the last one
+    error_line = page.locator(".log-table tr.level-ERROR")
+    expect(error_line.first).to_contain_text("Task run 'parse-0' failed: ValueError: bad row 7")
 
 
 def test_runs_page_filters_by_state_flow_and_id(page: Any, server: DashboardServer,
