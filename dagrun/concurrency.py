@@ -68,7 +68,7 @@ def check_limit(limit: object) -> int:
 def set_limit(store: HistoryStore, tag: str, limit: int) -> ConcurrencyLimit:
     """Create or change the limit of `tag`."""
     entry = ConcurrencyLimit(tag, limit, time.time())
-    with store._write_transaction() as connection:
+    with store.write_transaction() as connection:
         connection.execute(
             "INSERT INTO concurrency_limits (tag, max_running, updated) VALUES (?, ?, ?) "
             "ON CONFLICT (tag) DO UPDATE SET max_running = excluded.max_running, "
@@ -80,14 +80,14 @@ def set_limit(store: HistoryStore, tag: str, limit: int) -> ConcurrencyLimit:
 
 def delete_limit(store: HistoryStore, tag: str) -> bool:
     """Remove the limit of `tag`; False if it had none."""
-    with store._write_transaction() as connection:
+    with store.write_transaction() as connection:
         cursor = connection.execute("DELETE FROM concurrency_limits WHERE tag = ?", (tag,))
         return bool(cursor.rowcount > 0)
 
 
 def list_limits(store: HistoryStore) -> list[ConcurrencyLimit]:
     """Every limit, ordered by tag."""
-    with store._read_transaction() as connection:
+    with store.read_transaction() as connection:
         rows = connection.execute(
             "SELECT tag, max_running, updated FROM concurrency_limits ORDER BY tag"
         ).fetchall()

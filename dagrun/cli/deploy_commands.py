@@ -18,20 +18,10 @@ from typing import Any
 
 import click
 
+from dagrun.cli.errors import DagrunGroup
 from dagrun.errors import ConfigError, DagrunError
 
 SERVE_LOG_FORMAT = "%(asctime)s | %(levelname)-7s | %(message)s"
-
-
-class _DagrunErrors(click.Group):
-    """One "Error: ..." line and the error's exit code, also when run outside `dagrun`."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DagrunError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
 
 
 def _store() -> Any:
@@ -46,7 +36,7 @@ def _local(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-@click.group("deployments", cls=_DagrunErrors)
+@click.group("deployments", cls=DagrunGroup)
 def deployments_group() -> None:
     """Deployments registered by `dagrun serve`: list, run now, pause, resume."""
 
@@ -222,7 +212,7 @@ def _serve(target: str | None, poll_interval: float, grace_period: float) -> Non
 
 if __name__ == "__main__":
 
-    @click.group(cls=_DagrunErrors)
+    @click.group(cls=DagrunGroup)
     def standalone() -> None:
         """`dagrun deployments` and `dagrun serve` without the rest of the CLI."""
 

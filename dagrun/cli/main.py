@@ -3,31 +3,17 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+
 
 import click
 
 from dagrun.cli.cache_commands import cache_group
 from dagrun.cli.concurrency_commands import concurrency_group
 from dagrun.cli.deploy_commands import deployments_group, serve_command
+from dagrun.cli.errors import DagrunGroup
 from dagrun.cli.runs_commands import flows_group, runs_group
 from dagrun.cli.server_command import server_command
 from dagrun.errors import DagrunError
-
-
-class DagrunGroup(click.Group):
-    """Turns dagrun errors into one line on stderr and the error's exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DagrunError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Cancelled.", err=True)
-            sys.exit(130)
 
 
 @click.group(cls=DagrunGroup)

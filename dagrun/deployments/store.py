@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,6 @@ from dagrun.deployments.triggers import Trigger, ended_upstream_runs
 from dagrun.errors import ConfigError
 from dagrun.history import HistoryStore
 from dagrun.history.dialect import SQLiteDatabase, parse_database_url
-from dagrun.history.schema import rollback
 
 UTC = timezone.utc
 NEXT_RUNS = 3
@@ -59,12 +56,9 @@ class DeploymentStore:
 
     def __init__(self, url_or_path: str | os.PathLike[str]) -> None:
         """Open the database a path or `sqlite:///path` URL names, upgrading its schema."""
-        self.history = HistoryStore(url_or_path)  # applies the migrations, ours included
+        # The history store applies the migrations (ours included) and owns the connections.
+        self.history = HistoryStore(url_or_path)
         self._database: SQLiteDatabase = parse_database_url(url_or_path)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[Any] = []
-        self._closed = False
 
     @classmethod
     def from_env(cls) -> DeploymentStore:
@@ -81,11 +75,6 @@ class DeploymentStore:
         return self._database.path
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()
         self.history.close()
 
     def __enter__(self) -> DeploymentStore:
@@ -270,40 +259,13 @@ class DeploymentStore:
         with self._read() as connection:
             return queries.recorded_run(connection, dict(claim))
 
-    # --- connections ---
+    # --- transactions (on the history store's connections) ---
 
-    def _connection(self) -> Any:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            with self._lock:
-                if self._closed:
-                    raise RuntimeError(f"{self!r} is closed")
-                connection = self._database.connect()
-                self._connections.append(connection)
-            self._local.connection = connection
-        elif self._closed:
-            raise RuntimeError(f"{self!r} is closed")
-        return connection
+    def _write(self) -> Any:
+        return self.history.write_transaction()
 
-    @contextmanager
-    def _write(self) -> Iterator[Any]:
-        connection = self._connection()
-        connection.execute(self._database.begin_write)
-        try:
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
-
-    @contextmanager
-    def _read(self) -> Iterator[Any]:
-        connection = self._connection()
-        connection.execute(self._database.begin_read)
-        try:
-            yield connection
-        finally:
-            rollback(connection)
+    def _read(self) -> Any:
+        return self.history.read_transaction()
 
 
 def _unknown(connection: Any, name: str) -> str:

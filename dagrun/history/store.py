@@ -158,7 +158,7 @@ class HistoryStore:
         for event in events:
             if type(event) not in _RECORDERS:
                 raise TypeError(f"not a history event: {event!r}")
-        with self._write_transaction() as connection:
+        with self.write_transaction() as connection:
             for kind, group in groupby(events, key=type):
                 _RECORDERS[kind](connection, list(group))
             # A new run starting is when a dead driver's runs are noticed even if nobody
@@ -169,7 +169,7 @@ class HistoryStore:
     def request_cancel(self, flow_run_id: str) -> bool:
         """Ask the run's driver to cancel it; False if the run is unknown or already over."""
         now = time.time()
-        with self._write_transaction() as connection:
+        with self.write_transaction() as connection:
             # A run whose driver is gone cannot be cancelled by it: report it Crashed instead.
             crash_lost_runs(connection, now)
             cursor = connection.execute(
@@ -192,7 +192,7 @@ class HistoryStore:
 
     def mark_lost_runs(self, now: float | None = None) -> int:
         """Mark `Crashed` the unfinished runs whose lease expired; return how many."""
-        with self._write_transaction() as connection:
+        with self.write_transaction() as connection:
             return crash_lost_runs(connection, time.time() if now is None else now)
 
     # --- reads ---
@@ -208,7 +208,7 @@ class HistoryStore:
         end_time, duration, parameters, deployment, parent_flow_run_id."""
         state_filter = None if state is None else _known_state(state)
         self._mark_lost_runs_if_any()
-        with self._read_transaction() as connection:
+        with self.read_transaction() as connection:
             return queries.flow_runs(
                 connection, flow_name=flow_name, state=state_filter, limit=limit
             )
@@ -218,14 +218,14 @@ class HistoryStore:
         `state_history`, error, traceback, executor, address, host, pid, heartbeat,
         lease_seconds, cancel_requested, slot, parent_task_run_id; None if unknown."""
         self._mark_lost_runs_if_any()
-        with self._read_transaction() as connection:
+        with self.read_transaction() as connection:
             return queries.flow_run(connection, flow_run_id)
 
     def get_task_run(self, task_run_id: str) -> dict[str, Any] | None:
         """One task run as in `get_flow_run()["task_runs"]`, plus `attempt_history` and
         `state_history`; None if unknown."""
         self._mark_lost_runs_if_any()
-        with self._read_transaction() as connection:
+        with self.read_transaction() as connection:
             return queries.task_run(connection, task_run_id)
 
     def get_logs(
@@ -242,7 +242,7 @@ class HistoryStore:
         Follow a running run by passing the last id seen as `after_id`.
         """
         # No lease check here: `runs logs --follow` polls this several times a second.
-        with self._read_transaction() as connection:
+        with self.read_transaction() as connection:
             return queries.logs(
                 connection, flow_run_id, task_name=task_name, after_id=after_id, limit=limit
             )
@@ -251,7 +251,7 @@ class HistoryStore:
         """Per flow, by name: flow_name, run_count, success_rate, last_duration,
         median_duration, last_state, last_start_time."""
         self._mark_lost_runs_if_any()
-        with self._read_transaction() as connection:
+        with self.read_transaction() as connection:
             return queries.flow_stats(connection)
 
     def resolve_id(
@@ -266,7 +266,7 @@ class HistoryStore:
         if not prefix:
             return None
         table = "flow_runs" if kind == "flow_run" else "task_runs"
-        with self._read_transaction() as connection:
+        with self.read_transaction() as connection:
             ids = queries.ids_with_prefix(connection, table, prefix, limit=6)
         if not ids:
             return None
@@ -294,7 +294,9 @@ class HistoryStore:
         return connection
 
     @contextmanager
-    def _write_transaction(self) -> Iterator[Any]:
+    def write_transaction(self) -> Iterator[Any]:
+        """A `BEGIN IMMEDIATE` transaction on this thread's connection (for stores that share
+        the database, like the deployment store and concurrency limits)."""
         connection = self._connection()
         connection.execute(self._database.begin_write)
         try:
@@ -305,7 +307,7 @@ class HistoryStore:
             raise
 
     @contextmanager
-    def _read_transaction(self) -> Iterator[Any]:
+    def read_transaction(self) -> Iterator[Any]:
         # One snapshot for a multi-query answer: a run's task runs and its edges agree.
         connection = self._connection()
         connection.execute(self._database.begin_read)
