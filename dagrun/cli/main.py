@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-
-
 import click
 
 from dagrun.cli.cache_commands import cache_group
