@@ -8,6 +8,7 @@ nothing that needs the driver, the run history or a specific executor.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import time
@@ -50,6 +51,39 @@ class TaskSpec:
     # Held around all attempts of a call: one slot per tag of the task that has a concurrency
     # limit. Set by an executor that enforces limits cluster-wide (Dask); None runs at once.
     concurrency_slots: Callable[[], AbstractContextManager[Any]] | None = None
+
+
+class SharedSpec:
+    """A `TaskSpec` travelling as pickled bytes: the driver pickles it once per flow run, and a
+    worker unpickles the same bytes once, then reuses the object for every call that carries
+    them (so a function shipped by value is not rebuilt per call)."""
+
+    __slots__ = ("digest", "payload")
+
+    def __init__(self, digest: str, payload: bytes) -> None:
+        self.digest = digest
+        self.payload = payload
+
+    @classmethod
+    def of(cls, spec: TaskSpec) -> SharedSpec:
+        payload = cloudpickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+        return cls(hashlib.blake2b(payload, digest_size=16).hexdigest(), payload)
+
+    def __reduce__(self) -> tuple:
+        return (_unpickle_spec, (self.digest, self.payload))
+
+
+_UNPICKLED_SPECS: dict[str, TaskSpec] = {}  # per process: digest -> spec (a bounded cache)
+_UNPICKLED_SPECS_LIMIT = 512
+
+
+def _unpickle_spec(digest: str, payload: bytes) -> TaskSpec:
+    spec = _UNPICKLED_SPECS.get(digest)
+    if spec is None:
+        if len(_UNPICKLED_SPECS) >= _UNPICKLED_SPECS_LIMIT:
+            _UNPICKLED_SPECS.pop(next(iter(_UNPICKLED_SPECS)))  # oldest first
+        spec = _UNPICKLED_SPECS[digest] = pickle.loads(payload)
+    return spec
 
 
 def run_task(

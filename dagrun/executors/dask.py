@@ -50,7 +50,7 @@ from dagrun.concurrency import read_limits
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
 from dagrun.logs import get_run_logger
-from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
+from dagrun.runner import SharedSpec, TaskSpec, load_result, result_content_hash, run_task
 
 LOG_TOPIC = "dagrun-logs"
 THREADS_PER_WORKER = 4
@@ -103,10 +103,6 @@ async def _wait_done(futures: Sequence[distributed.Future], timeout: float | Non
     _, not_done = await asyncio.wait(waiters, timeout=timeout, return_when=return_when)
     for waiter in not_done:
         waiter.cancel()
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _ordering_marker(_upstream: Any) -> None:
@@ -331,7 +327,7 @@ class DaskSession(ExecutorSession):
         self.client = client
         self._cluster = cluster  # closed on shutdown only when this session created it
         self.address = client.scheduler.address
-        self._shared_specs: dict[int, tuple[TaskSpec, distributed.Future]] = {}
+        self._shared_specs: dict[int, tuple[TaskSpec, SharedSpec]] = {}
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         client.get_task_stream(start=time.time())  # switches on the scheduler's task stream
@@ -361,17 +357,17 @@ class DaskSession(ExecutorSession):
             )
         return [self._submit_one(submission) for submission in submissions]
 
-    def _shared(self, spec: TaskSpec) -> distributed.Future:
-        """The spec as a Dask task's result, made once and passed by key to each call.
+    def _shared(self, spec: TaskSpec) -> SharedSpec:
+        """The spec pickled once per session; each call carries these bytes, and each worker
+        unpickles them once (see `SharedSpec`).
 
-        A task rather than scattered data: if the worker holding it dies, Dask recomputes it
-        from the graph (scattered data would be lost, failing every call that needs it)."""
+        Not a Dask future that calls depend on: Dask places a task next to its dependencies,
+        so every call would crowd onto the one worker holding the spec."""
         entry = self._shared_specs.get(id(spec))
         if entry is None:
             # Timings come from Dask's task stream (`task_timings`), not from per-task records.
             shipped = dataclasses.replace(spec, report=False, concurrency_slots=self._slots_for(spec.task))
-            future = self.client.submit(_same, shipped, key=f"TaskSpec-{spec.task.name}-{uuid.uuid4().hex}", pure=False)
-            entry = self._shared_specs[id(spec)] = (spec, future)  # holding spec pins its id
+            entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped))  # holding spec pins its id
         return entry[1]
 
     def _slots_for(self, task: Any) -> TagSlots | None:
