@@ -70,20 +70,21 @@ class SharedSpec:
         return cls(hashlib.blake2b(payload, digest_size=16).hexdigest(), payload)
 
     def __reduce__(self) -> tuple:
-        return (_unpickle_spec, (self.digest, self.payload))
+        # Stays bytes through the scheduler (which forwards, never runs, the call).
+        return (SharedSpec, (self.digest, self.payload))
+
+    def load(self) -> TaskSpec:
+        """The spec, unpickled the first time this process sees these bytes."""
+        spec = _UNPICKLED_SPECS.get(self.digest)
+        if spec is None:
+            if len(_UNPICKLED_SPECS) >= _UNPICKLED_SPECS_LIMIT:
+                _UNPICKLED_SPECS.pop(next(iter(_UNPICKLED_SPECS)))  # oldest first
+            spec = _UNPICKLED_SPECS[self.digest] = pickle.loads(self.payload)
+        return spec
 
 
 _UNPICKLED_SPECS: dict[str, TaskSpec] = {}  # per process: digest -> spec (a bounded cache)
 _UNPICKLED_SPECS_LIMIT = 512
-
-
-def _unpickle_spec(digest: str, payload: bytes) -> TaskSpec:
-    spec = _UNPICKLED_SPECS.get(digest)
-    if spec is None:
-        if len(_UNPICKLED_SPECS) >= _UNPICKLED_SPECS_LIMIT:
-            _UNPICKLED_SPECS.pop(next(iter(_UNPICKLED_SPECS)))  # oldest first
-        spec = _UNPICKLED_SPECS[digest] = pickle.loads(payload)
-    return spec
 
 
 def run_task(

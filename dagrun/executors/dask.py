@@ -80,20 +80,24 @@ def _forward_log(line: dict) -> None:
 
 
 # Three entry points, so the common call ships only what it uses (fewer graph nodes per task).
-def _run_on_worker(spec: TaskSpec, task_run_id: str, index: int, cache_key: str | None, *args: Any) -> Any:
-    return run_task(spec, task_run_id, index, args, {}, _forward_log, cache_key)
+def _run_on_worker(spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, *args: Any) -> Any:
+    return run_task(spec.load(), task_run_id, index, args, {}, _forward_log, cache_key)
 
 
 def _run_on_worker_with_kwargs(
-    spec: TaskSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, *args: Any
+    spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, *args: Any
 ) -> Any:
-    return run_task(spec, task_run_id, index, args, kwargs, _forward_log, cache_key)
+    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
 
 
 def _run_after(
-    spec: TaskSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, _markers: list, *args: Any
+    spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, _markers: list, *args: Any
 ) -> Any:
-    return run_task(spec, task_run_id, index, args, kwargs, _forward_log, cache_key)
+    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+
+
+def _load_on_worker(spec: SharedSpec, cache_key: str) -> Any:
+    return load_result(spec.load(), cache_key)
 
 
 async def _wait_done(futures: Sequence[distributed.Future], timeout: float | None, return_when: str) -> None:
@@ -401,7 +405,7 @@ class DaskSession(ExecutorSession):
         )
 
     def load(self, spec: TaskSpec, cache_key: str, *, key: str) -> distributed.Future:
-        return self.client.submit(load_result, self._shared(spec), cache_key, key=key, pure=False)
+        return self.client.submit(_load_on_worker, self._shared(spec), cache_key, key=key, pure=False)
 
     def content_hash(self, handle: distributed.Future, serializer: str | None) -> distributed.Future:
         return self.client.submit(
