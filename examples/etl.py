@@ -7,7 +7,7 @@
 from dagrun import flow, get_run_logger, task
 
 
-@task(retries=3, retry_delay_seconds=[1, 2, 4])
+@task(retries=3, retry_delay_seconds=[1, 2, 4], cache=True)
 def extract(day: str) -> list[int | None]:
     get_run_logger().info("extracting %s", day)
     return [1, 2, 3, None, 5]
