@@ -144,8 +144,8 @@ class TaskRunTracker:
             self.runs.append(run)
             if self._keep_completed or self._reusable:
                 run.fingerprint = _fingerprint(run)
+            run.upstream = tuple(_upstream_of(run))  # one walk of the arguments, used by _plan too
             if self.recorder is not None:
-                run.upstream = tuple(_upstream_of(run))
                 self.recorder.task_created(run, self.flow_run_id)
             previous = self._reusable.get((task.name, index))
             if previous is not None and self._reuse(run, previous):
@@ -164,9 +164,10 @@ class TaskRunTracker:
         return futures
 
     def _plan(self, run: TaskRun) -> Submission | None:
-        """What to send for `run` now; None when it is deferred, cached, or cannot run."""
-        upstream = _upstream_of(run)
-        run.upstream = tuple(upstream)
+        """What to send for `run` now; None when it is deferred, cached, or cannot run.
+
+        `run.upstream` must already list the runs its arguments and `wait_for` refer to."""
+        upstream = run.upstream
         if any(up.handle is None and not up.state.is_final() for up in upstream) or (
             run.task.cache and any(not up.state.is_final() for up in upstream)
         ):

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from dagrun.cli.errors import DagrunGroup
+from dagrun.cli.loading import param_value, split_param
 from dagrun.errors import ConfigError, DagrunError
 
 SERVE_LOG_FORMAT = "%(asctime)s | %(levelname)-7s | %(message)s"
@@ -103,16 +104,8 @@ def _parse_params(deployment: dict[str, Any], pairs: tuple[str, ...]) -> dict[st
     types = {parameter["name"]: parameter["type"] for parameter in deployment["parameter_schema"]}
     parameters: dict[str, Any] = {}
     for pair in pairs:
-        key, separator, raw = pair.partition("=")
-        if not separator or not key:
-            raise ConfigError(f"--param expects NAME=VALUE, got {pair!r}")
-        if types.get(key) == "str":
-            parameters[key] = raw
-            continue
-        try:
-            parameters[key] = json.loads(raw)
-        except ValueError:
-            parameters[key] = raw
+        key, raw = split_param(pair)
+        parameters[key] = param_value(raw, as_text=types.get(key) == "str")
     return parameters
 
 

@@ -57,23 +57,34 @@ def parse_params(flow: Flow, pairs: tuple[str, ...]) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     signature = flow.parameter_validator.signature
     for pair in pairs:
-        name, separator, raw = pair.partition("=")
-        if not separator or not name:
-            raise ConfigError(f"--param expects NAME=VALUE, got {pair!r}")
+        name, raw = split_param(pair)
         if name not in signature.parameters and not any(
             p.kind is p.VAR_KEYWORD for p in signature.parameters.values()
         ):
             known = ", ".join(signature.parameters) or "none"
             raise ConfigError(f"Flow '{flow.name}' has no parameter '{name}' (parameters: {known})")
         annotation = signature.parameters[name].annotation if name in signature.parameters else None
-        if annotation in (str, "str"):
-            parameters[name] = raw
-            continue
-        try:
-            parameters[name] = json.loads(raw)
-        except ValueError:
-            parameters[name] = raw
+        parameters[name] = param_value(raw, as_text=annotation in (str, "str"))
     return parameters
+
+
+def split_param(pair: str) -> tuple[str, str]:
+    """`NAME=VALUE` as (name, raw value)."""
+    name, separator, raw = pair.partition("=")
+    if not separator or not name:
+        raise ConfigError(f"--param expects NAME=VALUE, got {pair!r}")
+    return name, raw
+
+
+def param_value(raw: str, *, as_text: bool) -> Any:
+    """A `--param` value: the text itself for a `str` parameter, else JSON where it parses
+    (numbers, lists, objects) and the text otherwise."""
+    if as_text:
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def flow_invocation(
