@@ -21,7 +21,6 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import fsspec
@@ -125,18 +124,10 @@ class LocalFiles:
             raise
         return file, status.st_size, _identity(status)
 
-    def write(
-        self,
-        path: str,
-        temp_name: str,
-        head_length: int,
-        payload: list[memoryview],
-        make_head: Callable[[], bytes],
-    ) -> None:
-        """Publish `make_head()` + `payload` at `path` atomically (temp file, fsync, rename).
+    def write(self, path: str, temp_name: str, chunks: list[bytes | memoryview]) -> None:
+        """Publish `chunks`, back to back, at `path` atomically (temp file, fsync, rename).
 
-        The head goes in last, at offset 0: it carries the payload's checksum, which is being
-        computed while the payload is written. A failed write removes its temp file.
+        A failed write removes its temp file.
         """
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
@@ -144,13 +135,7 @@ class LocalFiles:
         try:
             descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with open(descriptor, "wb") as file:
-                file.seek(head_length)
-                file.writelines(payload)  # large frames go straight to write(2), uncopied
-                head = make_head()
-                if len(head) != head_length:
-                    raise RuntimeError("entry head changed length")  # a bug, never user input
-                file.seek(0)
-                file.write(head)
+                file.writelines(chunks)  # large frames go straight to write(2), uncopied
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temp_path, path)
@@ -213,21 +198,14 @@ class FsspecFiles:
         size = getattr(file, "size", None)  # the open file's own size: it may have been replaced
         return file, self.fs.size(path) if size is None else size, None
 
-    def write(
-        self,
-        path: str,
-        temp_name: str,
-        head_length: int,
-        payload: list[memoryview],
-        make_head: Callable[[], bytes],
-    ) -> None:
+    def write(self, path: str, temp_name: str, chunks: list[bytes | memoryview]) -> None:
         """Write to a temp name, then move it over `path`; a failed write removes the temp."""
         directory = path.rsplit("/", 1)[0]
         self.fs.makedirs(directory, exist_ok=True)
         temp_path = f"{directory}/{temp_name}"
         try:
             with self.fs.open(temp_path, "wb") as file:
-                for chunk in [make_head(), *payload]:
+                for chunk in chunks:
                     file.write(chunk)
             self.fs.mv(temp_path, path)
         except BaseException:

@@ -237,7 +237,7 @@ class ResultStore:
         files = self._open()
         path = files.join(keys.shard(key), key)
         try:
-            files.write(path, keys.temp_name(key), len(head), body, lambda: head)
+            files.write(path, keys.temp_name(key), [head, *body])
         except Exception as exc:  # ENOSPC, permissions, a remote store's own errors
             raise ResultStoreError(
                 f"Could not write the result of task {task_name!r} to the result store at "
