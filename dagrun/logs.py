@@ -52,15 +52,31 @@ class RunLogger(logging.LoggerAdapter):
 
 def make_log_line(context: Any, level: int, message: str, logger: str = "dagrun") -> dict:
     """The picklable form of one log line, for a flow or task run context."""
+    return log_line(
+        level, message, logger, context.flow_run_id, context.flow_run_name,
+        getattr(context, "task_run_id", None), getattr(context, "task_run_name", None),
+    )
+
+
+def log_line(
+    level: int,
+    message: str,
+    logger: str,
+    flow_run_id: str | None,
+    flow_run_name: str | None,
+    task_run_id: str | None = None,
+    task_run_name: str | None = None,
+) -> dict:
+    """One log line as the plain dict that travels from workers and into the history."""
     return {
         "timestamp": time.time(),
         "level": level,
         "logger": logger,
         "message": message,
-        "flow_run_id": context.flow_run_id,
-        "flow_run_name": context.flow_run_name,
-        "task_run_id": getattr(context, "task_run_id", None),
-        "task_run_name": getattr(context, "task_run_name", None),
+        "flow_run_id": flow_run_id,
+        "flow_run_name": flow_run_name,
+        "task_run_id": task_run_id,
+        "task_run_name": task_run_name,
     }
 
 

@@ -31,6 +31,7 @@ from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, Res
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.futures import TaskFuture, unmapped
 from dagrun.hooks import run_task_hooks
+from dagrun.logs import log_line
 from dagrun.recorder import RunRecorder
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
@@ -372,11 +373,7 @@ class TaskRunTracker:
         self._active = active
 
     def _log_flow(self, level: int, message: str) -> None:
-        self.log_sink({
-            "timestamp": time.time(), "level": level, "logger": "dagrun.flow_run", "message": message,
-            "flow_run_id": self.flow_run_id, "flow_run_name": self.flow_run_name,
-            "task_run_id": None, "task_run_name": None,
-        })
+        self.log_sink(log_line(level, message, "dagrun.flow_run", self.flow_run_id, self.flow_run_name))
 
     def _resubmit(self, run: TaskRun) -> bool:
         """Submit `run` again; True when that made it final (NotRun) instead of active."""
@@ -519,16 +516,7 @@ class TaskRunTracker:
         if exception is not None and exception.__traceback__ is not None:
             message += "\n" + "".join(traceback.format_exception(exception)).rstrip()
         self.log_sink(
-            {
-                "timestamp": time.time(),
-                "level": level,
-                "logger": "dagrun.task_run",
-                "message": message,
-                "flow_run_id": self.flow_run_id,
-                "flow_run_name": self.flow_run_name,
-                "task_run_id": run.id,
-                "task_run_name": run.name,
-            }
+            log_line(level, message, "dagrun.task_run", self.flow_run_id, self.flow_run_name, run.id, run.name)
         )
 
     _cancelled = False
