@@ -136,4 +136,6 @@ def test_python_dash_m_and_console_script_agree(tmp_path):
     script = Path(sys.executable).parent / "dagrun"
     command = [str(script)] if script.exists() else ["dagrun"]
     result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "run" in result.stdout
+    module = subprocess.run([sys.executable, "-m", "dagrun", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == module.returncode == 0
+    assert result.stdout == module.stdout and "run" in result.stdout
