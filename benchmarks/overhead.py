@@ -1,11 +1,11 @@
 """Per-task overhead: dagrun flows vs raw `client.submit`, on one LocalCluster, in one process.
 
 Scenarios: 2,000 independent trivial tasks; a chain of 300 dependent tasks; a map over 2,000
-items plus one reduce. Each is measured for raw Dask and for dagrun (best of N repeats) on
-the same cluster, and the ratio dagrun / raw is printed. Run for both scheduler settings:
-worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1). dagrun runs
+items plus one reduce. Each is measured for raw Dask and for dagrun (best of N repeats, raw
+and dagrun runs alternating) on the same cluster, and the ratio dagrun / raw is printed. Run
+for both scheduler settings: worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1). dagrun runs
 with its run history on (the default; a temporary DAGRUN_HOME), and a last row compares the
-2,000-task fan-out with history on vs off (bar: history adds <= 10%).
+2,000-task fan-out with history on vs off (bar: history adds <= 10%), best of at least 5.
 
     python benchmarks/overhead.py [--repeats 3] [--saturation inf|1.1|both]
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import tempfile
 import time
 
@@ -79,13 +78,27 @@ SCENARIOS = [
 ]
 
 
-def best_of(repeats, fn):
-    times = []
+def best_alternating(repeats: int, *fns) -> list[float]:
+    """Each function's best time over `repeats` rounds that run them in turn, so that drift in
+    the machine's load (other processes, the cluster warming up) falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
+        for fn, measured in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            measured.append(time.perf_counter() - start)
+    return [min(measured) for measured in times]
+
+
+def without_history(fn):
+    def run():
+        os.environ["DAGRUN_HISTORY"] = "off"
+        try:
+            fn()
+        finally:
+            del os.environ["DAGRUN_HISTORY"]
+
+    return run
 
 
 def measure(saturation: float, repeats: int) -> list[tuple[str, float, float]]:
@@ -100,17 +113,13 @@ def measure(saturation: float, repeats: int) -> list[tuple[str, float, float]]:
         for label, raw, dagrun_flow, n in SCENARIOS:
             flow_with_cluster = dagrun_flow.with_options(executor=executor)
             raw(client, n), flow_with_cluster(n)  # warm up both paths
-            raw_best, _ = best_of(repeats, lambda: raw(client, n))
-            dag_best, _ = best_of(repeats, lambda: flow_with_cluster(n))
+            raw_best, dag_best = best_alternating(repeats, lambda: raw(client, n), lambda: flow_with_cluster(n))
             rows.append((label, raw_best, dag_best))
         independent = dagrun_independent.with_options(executor=executor)
-        with_history, _ = best_of(repeats, lambda: independent(2000))
-        os.environ["DAGRUN_HISTORY"] = "off"
-        try:
-            without_history, _ = best_of(repeats, lambda: independent(2000))
-        finally:
-            del os.environ["DAGRUN_HISTORY"]
-        rows.append(("2,000 tasks: history on/off", without_history, with_history))
+        on, off = best_alternating(
+            max(repeats, 5), lambda: independent(2000), without_history(lambda: independent(2000))
+        )
+        rows.append(("2,000 tasks: history on/off", off, on))
     finally:
         client.close()
         cluster.close()

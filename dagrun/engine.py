@@ -147,6 +147,7 @@ class FlowRunEngine:
         self.session = session
         if self.recorder is not None:
             self.recorder.flow_started(self, executor_name or "shared with the parent", session.address)
+            session.collect_timings()
         where = f" on {session.address}" if session.address else ""
         kind = "subflow run" if self.parent is not None else "flow run"
         self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
@@ -188,10 +189,13 @@ class FlowRunEngine:
             timings = self.session.task_timings(since)
         except Exception:  # noqa: BLE001 - timings are nice to have; the scheduler may be gone
             return
-        for run in self.tasks.runs:
-            timing = timings.get(dask_key(run))
-            if timing is not None and run.state.is_final():
-                self.recorder.task_state(run, run.state, timing)
+        self.recorder.task_timings(
+            [
+                (run.id, *timing)
+                for run in self.tasks.runs
+                if run.state.is_final() and (timing := timings.get(dask_key(run))) is not None
+            ]
+        )
 
     def _finish(self, state: State) -> State:
         """Record the final state: log it, store it, run hooks and notifiers."""

@@ -32,6 +32,7 @@ from dagrun.history.events import (
     TaskRunAttempt,
     TaskRunCreated,
     TaskRunState,
+    TaskRunTimings,
 )
 from dagrun.states import State, StateType
 
@@ -114,17 +115,15 @@ class RunRecorder:
             )
         )
 
-    def task_state(self, run: Any, state: State, timing: tuple[str, float, float] | None = None) -> None:
-        """A task run's state; `timing` (worker, start, end) when the executor reports it apart."""
+    def task_state(self, run: Any, state: State) -> None:
+        """A task run's state, with what its worker reported about it."""
         finished = self._finished.pop(run.id, None) or {}
-        if timing is not None:
-            finished = {**finished, "worker": timing[0], "start_time": timing[1], "end_time": timing[2]}
         attempts = finished.get("attempts")
         if attempts is None and state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
             attempts = self._retries.get(run.id, 0) + 1
         error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
         retried = run.id in self._retries
-        if timing is None and attempts and (retried or state.type in (StateType.FAILED, StateType.CRASHED)):
+        if attempts and (retried or state.type in (StateType.FAILED, StateType.CRASHED)):
             # The last attempt (earlier ones were recorded as they were retried).
             self._writer.submit(
                 TaskRunAttempt(
@@ -150,6 +149,11 @@ class RunRecorder:
                 cache_key=run.cache_key,
             )
         )
+
+    def task_timings(self, timings: list[tuple[str, str | None, float, float]]) -> None:
+        """(task_run_id, worker, start, end) of many task runs, as the executor saw them."""
+        if timings:
+            self._writer.submit(TaskRunTimings(tuple(timings)))
 
     def worker_record(self, record: dict) -> None:
         """A `retrying` / `finished` record sent by the worker running a task."""

@@ -19,6 +19,7 @@ from conftest import child_processes, wait_until_gone
 from dagrun import flow, task
 from dagrun.errors import ConfigError, CrashedError
 from dagrun.executors import DaskExecutor
+from dagrun.history import HistoryStore
 
 
 def free_port() -> int:
@@ -158,6 +159,13 @@ def test_attach_to_a_remote_scheduler_by_address(remote_cluster):
         return total(square.map(range(4)))
 
     assert pipeline() == 14
+    # Where and when each task ran reaches the history from the remote scheduler's task stream.
+    with HistoryStore.from_env() as store:
+        [run] = store.list_flow_runs(flow_name="pipeline")
+        task_runs = store.get_flow_run(run["id"])["task_runs"]
+    assert len(task_runs) == 5
+    assert all(t["worker"].startswith("tcp://127.0.0.1:") for t in task_runs), task_runs
+    assert all(run["start_time"] <= t["start_time"] <= t["end_time"] <= run["end_time"] for t in task_runs)
 
 
 def test_the_same_flow_through_a_yaml_cluster_config(remote_cluster, tmp_path, monkeypatch):

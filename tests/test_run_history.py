@@ -69,7 +69,12 @@ def test_states_timings_edges_and_logs_of_a_multi_task_run(dask_executor):
         [run] = store.list_flow_runs(flow_name="history_etl")
         detail = store.get_flow_run(run["id"])
         logs = store.get_logs(run["id"])
+        state_histories = [
+            [s["state"] for s in store.get_task_run(t["id"])["state_history"]] for t in detail["task_runs"]
+        ]
     assert run["state"] == "Completed" and run["parameters"] == {"day": "2026-11-25"}
+    # Worker timings arrive after the final state; they add no state of their own.
+    assert state_histories == [["Pending", "Completed"]] * 3
     assert run["start_time"] <= run["end_time"]
     tasks = {t["task_run_name"]: t for t in detail["task_runs"]}
     assert set(tasks) == {"extract-0", "transform-0", "load-0"}

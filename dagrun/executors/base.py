@@ -84,6 +84,9 @@ class ExecutorSession(ABC):
     def cancel(self, handles: Iterable[Handle]) -> None:
         """Cancel handles that have not finished."""
 
+    def collect_timings(self) -> None:
+        """Start keeping what `task_timings` reports (only runs that are recorded pay for it)."""
+
     def task_timings(self, since: float) -> dict[str, tuple[str, float, float]]:
         """Executor-side timings (key -> (worker, start, stop)) for tasks whose own runner
         did not report them; empty when runners report their own."""

@@ -24,6 +24,7 @@ from dagrun.history.events import (
     TaskRunAttempt,
     TaskRunCreated,
     TaskRunState,
+    TaskRunTimings,
 )
 from dagrun.history.store import HistoryStore
 from dagrun.history.writer import HistoryWriter
@@ -39,4 +40,5 @@ __all__ = [
     "TaskRunAttempt",
     "TaskRunCreated",
     "TaskRunState",
+    "TaskRunTimings",
 ]

@@ -12,6 +12,7 @@ about them ties the engine to a database.
 | `TaskRunCreated` | a new task run in state `Pending`, with its upstream edges             |
 | `TaskRunState`   | the task run's new state, plus whatever the optional fields say        |
 | `TaskRunAttempt` | one attempt of a task run: its timing and, if it raised, its error     |
+| `TaskRunTimings` | where and when many task runs ran, as the executor saw it (one event)   |
 | `LogLine`        | one log line of a flow run (and of a task run, if `task_run_id` is set)|
 | `Heartbeat`      | the flow run's driver is alive at `timestamp` (the writer sends these) |
 
@@ -135,6 +136,19 @@ class TaskRunAttempt:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRunTimings:
+    """Where and when task runs ran, as the executor saw it: one event for a whole flow run.
+
+    Each entry is `(task_run_id, worker, start_time, end_time)` on the worker's clock. It
+    fills those fields of runs already recorded and adds no state: executors that learn
+    timings after the fact (Dask's task stream, read once at the end of a run) report them
+    here instead of sending a second state per task.
+    """
+
+    timings: tuple[tuple[str, str | None, float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class LogLine:
     """A log line emitted by a flow run or, when `task_run_id` is set, by one of its tasks."""
 
@@ -160,6 +174,7 @@ Event = (
     | TaskRunCreated
     | TaskRunState
     | TaskRunAttempt
+    | TaskRunTimings
     | LogLine
     | Heartbeat
 )

@@ -22,6 +22,7 @@ from dagrun.history.events import (
     TaskRunAttempt,
     TaskRunCreated,
     TaskRunState,
+    TaskRunTimings,
     state_name,
 )
 from dagrun.history.parameters import encode_parameters
@@ -220,6 +221,18 @@ def record_task_run_attempts(connection: Any, events: Sequence[TaskRunAttempt]) 
         "UPDATE task_runs SET attempts = CASE WHEN attempts < ? THEN ? ELSE attempts END "
         "WHERE id = ?",
         [(int(event.attempt), int(event.attempt), str(event.task_run_id)) for event in events],
+    )
+
+
+def record_task_run_timings(connection: Any, events: Sequence[TaskRunTimings]) -> None:
+    connection.executemany(
+        "UPDATE task_runs SET worker = COALESCE(?, worker), start_time = ?, end_time = ? "
+        "WHERE id = ?",
+        [
+            (_text(worker), float(start), float(end), str(task_run_id))
+            for event in events
+            for task_run_id, worker, start, end in event.timings
+        ],
     )
 
 

@@ -43,6 +43,7 @@ from dagrun.history.events import (
     TaskRunAttempt,
     TaskRunCreated,
     TaskRunState,
+    TaskRunTimings,
     state_name,
 )
 from dagrun.history.recording import (
@@ -53,6 +54,7 @@ from dagrun.history.recording import (
     record_log_lines,
     record_task_run_attempts,
     record_task_run_states,
+    record_task_run_timings,
     record_task_runs_created,
 )
 from dagrun.history.schema import migrate, rollback
@@ -67,6 +69,7 @@ _RECORDERS: Mapping[type, Callable[[Any, Any], None]] = MappingProxyType(
         TaskRunCreated: record_task_runs_created,
         TaskRunState: record_task_run_states,
         TaskRunAttempt: record_task_run_attempts,
+        TaskRunTimings: record_task_run_timings,
         LogLine: record_log_lines,
         Heartbeat: record_heartbeats,
     }
