@@ -4,7 +4,9 @@ two services on one database), the CLI and the JSON API.
 
 The service here launches `FakeProcess`es that end when the test says (or at once), so what
 is checked is which runs the service *claims and starts*, by a query over its claims.
-`tests/test_serve.py` runs the same service with real `dagrun run` processes.
+`tests/test_serve.py` runs the same service with real `dagrun run` processes. Tests that take
+the `database` fixture hold for any database; `tests/test_history_postgres.py` runs them
+again on PostgreSQL.
 
 DST dates (2026): America/New_York springs forward Sun 8 March (02:00 EST -> 03:00 EDT) and
 falls back Sun 1 November (02:00 EDT -> 01:00 EST); Europe/Berlin springs forward Sun 29
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sqlite3
 import sys
 import textwrap
 import threading
@@ -39,6 +40,7 @@ from dagrun.deployments import (
     load_deployments,
     make_deployment,
 )
+from dagrun.deployments.claims import Claim, ClaimResult
 from dagrun.errors import ConfigError
 
 UTC = timezone.utc
@@ -167,14 +169,20 @@ def flows(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[DeploymentStore]:
-    with DeploymentStore(tmp_path / "dagrun.db") as opened:
+def database(tmp_path: Path) -> str:
+    """The URL of a new, empty database (here an SQLite file that does not exist yet)."""
+    return str(tmp_path / "dagrun.db")
+
+
+@pytest.fixture
+def store(database: str) -> Iterator[DeploymentStore]:
+    with DeploymentStore(database) as opened:
         yield opened
 
 
 def service(deployments: list[Deployment], store: DeploymentStore, clock: Clock, **options: Any) -> Service:
     options.setdefault("launcher", FakeLauncher())
-    return Service(deployments, store, clock=clock, log_dir=store.path.parent / "logs", **options)
+    return Service(deployments, store, clock=clock, **options)
 
 
 def run_ticks(target: Service, clock: Clock, until: datetime, step: timedelta) -> None:
@@ -193,13 +201,14 @@ def walls(slots: list[datetime], zone: ZoneInfo) -> list[str]:
     return [slot.astimezone(zone).strftime("%m-%d %H:%M%z") for slot in slots]
 
 
-def duplicate_slots(path: Path) -> list[tuple[Any, ...]]:
-    """(deployment, slot, count) for every slot claimed more than once: must be empty."""
-    with sqlite3.connect(path) as connection:
-        return connection.execute(
-            "SELECT deployment, slot, COUNT(*) FROM deployment_runs WHERE slot IS NOT NULL "
+def duplicate_slots(store: DeploymentStore) -> list[dict[str, Any]]:
+    """Every slot claimed more than once, with its count: must be empty."""
+    with store.history.read_transaction() as connection:
+        rows: list[dict[str, Any]] = connection.execute(
+            "SELECT deployment, slot, COUNT(*) AS claims FROM deployment_runs WHERE slot IS NOT NULL "
             "GROUP BY deployment, slot HAVING COUNT(*) > 1"
         ).fetchall()
+    return rows
 
 
 # --- declaration -------------------------------------------------------------------------
@@ -497,7 +506,7 @@ def test_hourly_cron_and_interval_across_fall_back_fire_every_real_hour(
     assert len(november_1) == 25
     for slots in (berlin, ny):
         assert all(later - earlier == timedelta(hours=1) for earlier, later in pairwise(slots))
-    assert duplicate_slots(store.path) == []
+    assert duplicate_slots(store) == []
 
 
 @pytest.mark.parametrize(
@@ -645,7 +654,7 @@ def test_restart_mid_slot_starts_no_second_run(flows: dict[str, Any], store: Dep
     assert second_launcher.slots == ["2026-06-01T00:00:40+00:00"]
     claims = {claim["slot"]: claim for claim in store.claims("often")}
     assert claims["2026-06-01T00:00:20+00:00"]["state"] == "Crashed"
-    assert duplicate_slots(store.path) == []
+    assert duplicate_slots(store) == []
 
 
 def test_a_claim_whose_service_died_before_starting_it_is_started_once_by_another(
@@ -676,12 +685,12 @@ def test_a_claim_whose_service_died_before_starting_it_is_started_once_by_anothe
     assert len(launcher.processes) == 1
 
 
-def test_two_services_on_one_database_start_each_slot_once(flows: dict[str, Any], tmp_path: Path) -> None:
+def test_two_services_on_one_database_start_each_slot_once(flows: dict[str, Any], database: str) -> None:
     every_minute = make_deployment(
         flows["doubler"], name="minutely", interval=60, anchor=utc(2026, 6, 1), max_active_runs=100
     )
     clock = Clock(utc(2026, 6, 1, 0, 0, 30))
-    stores = [DeploymentStore(tmp_path / "dagrun.db") for _ in range(2)]
+    stores = [DeploymentStore(database) for _ in range(2)]
     launchers = [FakeLauncher(), FakeLauncher()]
     services = [service([every_minute], stores[i], clock, launcher=launchers[i]) for i in range(2)]
     for target in services:
@@ -708,9 +717,63 @@ def test_two_services_on_one_database_start_each_slot_once(flows: dict[str, Any]
     started = launchers[0].slots + launchers[1].slots
     assert sorted(started) == [utc(2026, 6, 1, 0, minute).isoformat() for minute in range(1, 31)]
     assert launchers[0].slots and launchers[1].slots  # both took part
-    assert duplicate_slots(tmp_path / "dagrun.db") == []
+    assert duplicate_slots(stores[0]) == []
     for opened in stores:
         opened.close()
+
+
+def test_racing_claimers_claim_each_slot_and_request_once_and_respect_the_limit(
+    flows: dict[str, Any], database: str
+) -> None:
+    """Four claimers, each with its own connection, claim together: the same slots and manual
+    requests of one deployment, and each its own slots of one limited to three active runs."""
+    shared = make_deployment(flows["doubler"], name="shared", interval=60, max_active_runs=1000)
+    limited = make_deployment(flows["doubler"], name="limited", interval=60, max_active_runs=3)
+    stores = [DeploymentStore(database) for _ in range(4)]
+    stores[0].register([shared, limited], utc(2026, 6, 1))
+    requests = [stores[0].request_run("shared", {"x": n}) for n in range(10)]
+    slots = [utc(2026, 6, 1, 0, minute).isoformat() for minute in range(20)]
+    barrier = threading.Barrier(len(stores))
+    won: dict[tuple[str, Any], list[int]] = {}
+    errors: list[BaseException] = []
+
+    def claimer(n: int) -> None:
+        claims = [Claim(f"{n}-slot-{slot}", "shared", "schedule", slot=slot) for slot in slots]
+        claims += [Claim(f"{n}-request-{request_id}", "shared", "manual", request_id=request_id)
+                   for request_id in requests]
+        claims += [Claim(f"{n}-limited-{k}", "limited", "schedule", slot=utc(2026, 6, 1, n, k).isoformat())
+                   for k in range(5)]
+        try:
+            for claim in claims:
+                barrier.wait()
+                limit = 3 if claim.deployment == "limited" else 1000
+                result = stores[n].claim(claim, service_id=f"service-{n}", now=utc(2026, 6, 1), max_active_runs=limit)
+                key = (claim.deployment, claim.slot or claim.request_id)
+                winners = won.setdefault(key, [])
+                if result is ClaimResult.CLAIMED:
+                    winners.append(n)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        shared_winners = {key: winners for key, winners in won.items() if key[0] == "shared"}
+        assert sorted(len(winners) for winners in shared_winners.values()) == [1] * 30
+        assert sum(len(winners) for key, winners in won.items() if key[0] == "limited") == 3
+        requested = {request["id"]: request["flow_run_id"] for request in stores[1].requests("shared")}
+        assert requested == {
+            request_id: f"{won[('shared', request_id)][0]}-request-{request_id}" for request_id in requests
+        }
+        assert len(stores[2].claims("shared")) == 30 and duplicate_slots(stores[3]) == []
+    finally:
+        for opened in stores:
+            opened.close()
 
 
 def test_stop_interrupts_then_kills_what_outlives_the_grace_period(

@@ -1,7 +1,9 @@
 """The run-history store and its writer, on real SQLite files.
 
 Events are fed the way the engine feeds them (through a `HistoryWriter` unless a test is
-about `HistoryStore.apply` itself) and read back through the store's query methods.
+about `HistoryStore.apply` itself) and read back through the store's query methods. Tests
+that take the `database` fixture hold for any database; `tests/test_history_postgres.py`
+runs them again on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dagrun.history import (
     TaskRunCreated,
     TaskRunState,
 )
-from dagrun.history.dialect import SQLiteDatabase
+from dagrun.history.dialect import parse_database_url
 from dagrun.history.schema import LATEST_VERSION, migrate
 
 T0 = float(int(time.time()))  # runs whose timings a test checks exactly start here
@@ -70,8 +72,14 @@ def wait_until(condition, *, timeout: float, interval: float = 0.05):
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with HistoryStore(tmp_path / "dagrun.db") as store:
+def database(tmp_path: Path) -> str:
+    """The URL of a new, empty database (here an SQLite file that does not exist yet)."""
+    return str(tmp_path / "dagrun.db")
+
+
+@pytest.fixture
+def store(database: str):
+    with HistoryStore(database) as store:
         yield store
 
 
@@ -261,10 +269,10 @@ _DOOMED_DRIVER = textwrap.dedent(
 )
 
 
-def test_driver_killed_with_sigkill_is_reported_crashed_after_its_lease(tmp_path):
-    db = tmp_path / "dagrun.db"
+def test_driver_killed_with_sigkill_is_reported_crashed_after_its_lease(database):
+    db = database
     env = dict(os.environ, PYTHONPATH=str(Path(dagrun.__file__).parent.parent))
-    driver = subprocess.Popen([sys.executable, "-c", _DOOMED_DRIVER, str(db)],
+    driver = subprocess.Popen([sys.executable, "-c", _DOOMED_DRIVER, db],
                               stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert driver.stdout.readline().strip() == "ready"
@@ -374,8 +382,8 @@ def _write_runs_in_a_process(db: str, process: int, start, results) -> None:
         raise
 
 
-def test_four_processes_write_at_once_without_locking_errors(tmp_path):
-    db = str(tmp_path / "dagrun.db")  # not created yet: the four also race to create it
+def test_four_processes_write_at_once_without_locking_errors(database):
+    db = database  # its schema not created yet: the four also race to create it
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     processes = [context.Process(target=_write_runs_in_a_process, args=(db, n, start, results))
@@ -422,43 +430,52 @@ def test_writer_batches_events_into_few_transactions(store):
 # --- schema and configuration ---
 
 
-def test_database_at_schema_version_1_is_upgraded_when_opened(tmp_path):
-    db = tmp_path / "dagrun.db"
-    connection = sqlite3.connect(db, isolation_level=None)
-    connection.row_factory = sqlite3.Row
-    assert migrate(connection, begin_write="BEGIN IMMEDIATE", ddl=SQLiteDatabase(db).ddl,
-                   describe=str(db), target=1) == 1
+def applied_migrations(store: HistoryStore) -> list[dict]:
+    return store._connection().execute(
+        "SELECT version, description, applied FROM schema_version ORDER BY version").fetchall()
+
+
+def test_a_new_database_gets_every_migration_and_reopening_changes_nothing(database):
+    with HistoryStore(database) as store:
+        applied = applied_migrations(store)
+        assert [row["version"] for row in applied] == list(range(1, LATEST_VERSION + 1))
+        store.apply([started("run")])
+    with HistoryStore(database) as store:
+        assert applied_migrations(store) == applied
+        assert [run["id"] for run in store.list_flow_runs()] == ["run"]
+
+
+def test_database_at_schema_version_1_is_upgraded_when_opened(database):
+    dialect = parse_database_url(database)
+    connection = dialect.connect()
+    assert migrate(connection, begin_write=dialect.begin_write, ddl=dialect.ddl,
+                   describe=dialect.describe(), target=1) == 1
     connection.execute(
         "INSERT INTO flow_runs (id, flow_name, flow_run_name, state, parameters, start_time, "
         "end_time, heartbeat, lease_seconds) VALUES "
         "('old-run', 'etl', 'etl-0', 'Completed', '{\"day\": \"2025-01-01\"}', 100, 160, 160, 30)"
     )
-    columns = {row["name"] for row in connection.execute("PRAGMA table_info(flow_runs)")}
-    assert "cancel_requested" not in columns
+    assert "cancel_requested" not in connection.execute("SELECT * FROM flow_runs").fetchone()
     connection.close()
 
-    with HistoryStore(db) as store:
-        versions = store._connection().execute(
-            "SELECT version FROM schema_version ORDER BY version").fetchall()
-        assert [row["version"] for row in versions] == list(range(1, LATEST_VERSION + 1))
+    with HistoryStore(database) as store:
+        assert [row["version"] for row in applied_migrations(store)] == list(
+            range(1, LATEST_VERSION + 1))
         old = store.get_flow_run("old-run")
         assert (old["state"], old["duration"], old["parameters"]) == (
             "Completed", 60, {"day": "2025-01-01"})
         assert old["deployment"] is None and old["cancel_requested"] is False
         store.apply([started("new-run", start_time=time.time())])
         assert store.request_cancel("new-run")
-    with HistoryStore(db):  # opening a current database again changes nothing
-        pass
 
 
-def test_database_from_a_newer_dagrun_is_refused(tmp_path):
-    db = tmp_path / "dagrun.db"
-    HistoryStore(db).close()
-    connection = sqlite3.connect(db, isolation_level=None)
+def test_database_from_a_newer_dagrun_is_refused(database):
+    HistoryStore(database).close()
+    connection = parse_database_url(database).connect()
     connection.execute("INSERT INTO schema_version VALUES (99, 'the future', 0)")
     connection.close()
     with pytest.raises(ConfigError, match="schema version 99, newer than"):
-        HistoryStore(db)
+        HistoryStore(database)
 
 
 def test_database_is_in_wal_mode_with_normal_sync_and_a_busy_timeout(store):
@@ -470,11 +487,12 @@ def test_database_is_in_wal_mode_with_normal_sync_and_a_busy_timeout(store):
     assert connection.execute("PRAGMA busy_timeout").fetchone()["timeout"] >= 5000
 
 
-@pytest.mark.parametrize("url", ["postgresql://dagrun@db/history", "s3://bucket/dagrun.db",
+@pytest.mark.parametrize("url", ["s3://bucket/dagrun.db", "mysql://dagrun:hunter2@db/history",
                                  "sqlite://", "sqlite:///:memory:", "sqlite:///x.db?cache=shared"])
 def test_unsupported_database_urls_name_the_setting(url):
-    with pytest.raises(ConfigError, match="DAGRUN_DATABASE_URL"):
+    with pytest.raises(ConfigError, match="DAGRUN_DATABASE_URL") as raised:
         HistoryStore(url)
+    assert "hunter2" not in str(raised.value)  # a password is shown as ***
 
 
 def test_from_env_uses_dagrun_home_or_the_database_url(tmp_path, monkeypatch):

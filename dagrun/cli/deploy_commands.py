@@ -193,7 +193,7 @@ def _serve(target: str | None, poll_interval: float, grace_period: float) -> Non
         previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
         try:
             click.echo(
-                f"dagrun serve: {len(deployments)} deployment(s) from {target} on {store.path}; "
+                f"dagrun serve: {len(deployments)} deployment(s) from {target} on {store.describe()}; "
                 "SIGTERM or Ctrl-C stops",
                 err=True,
             )

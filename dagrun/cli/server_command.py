@@ -23,8 +23,8 @@ TOKEN_VARIABLE = "DAGRUN_SERVER_TOKEN"
 @click.option("--port", default=4200, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0 picks a free one).")
 @click.option("--database", metavar="URL", default=None,
-              help="Run-history database (path or sqlite:/// URL); default DAGRUN_DATABASE_URL "
-                   "or $DAGRUN_HOME/dagrun.db.")
+              help="Run-history database (path, sqlite:/// or postgresql:// URL); default "
+                   "DAGRUN_DATABASE_URL or $DAGRUN_HOME/dagrun.db.")
 def server_command(host: str, port: int, database: str | None) -> None:
     """Serve the dashboard: runs, task runs, logs and flow statistics in the browser."""
     # Imported here so that every other dagrun command starts without loading tornado.

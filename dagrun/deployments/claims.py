@@ -4,8 +4,9 @@ its write transactions (each function expects one to be open).
 A *claim* is a row of `deployment_runs`: a service's promise to start one run. Its unique
 keys (deployment + slot, request id, deployment + trigger + upstream run) are what make a
 slot, a manual request or a trigger event start exactly one run, whichever service or
-restart gets there first; the write transaction (`BEGIN IMMEDIATE`) makes "check the limit,
-then insert" one step, so `max_active_runs` holds across services too.
+restart gets there first; the write transaction (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's
+advisory lock: writers queue) makes "check the limit, then insert" one step, so
+`max_active_runs` holds across services too.
 
 Claim states: `Pending` (claimed, process not started yet) -> `Running` -> a final state.
 """
@@ -221,12 +222,12 @@ def refuse_request(connection: Any, request_id: int, *, error: str, now: float) 
 def insert_request(
     connection: Any, deployment: str, parameters: Mapping[str, Any], *, requested_by: str, now: float
 ) -> int:
-    cursor = connection.execute(
+    row = connection.execute(
         "INSERT INTO deployment_requests (deployment, parameters, requested_at, requested_by) "
-        "VALUES (?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?) RETURNING id",
         (deployment, json.dumps(dict(parameters)), now, requested_by),
-    )
-    return int(cursor.lastrowid)
+    ).fetchone()
+    return int(row["id"])
 
 
 def start_service(

@@ -89,14 +89,15 @@ def launch_run(command: list[str], env: Mapping[str, str], log_path: Path) -> Su
     return SubprocessRun(popen, log_path)
 
 
-def run_environment(deployment: str, flow_run_id: str, slot: str | None, database: Path) -> dict[str, str]:
+def run_environment(deployment: str, flow_run_id: str, slot: str | None, database_url: str) -> dict[str, str]:
     """This process's environment plus what the run records about itself: its deployment, its
-    schedule slot (ISO UTC, scheduled runs only), its id, and the database to record it in."""
+    schedule slot (ISO UTC, scheduled runs only), its id, and the database to record it in
+    (`database_url`: an absolute SQLite path or a server database's URL)."""
     env = {
         **os.environ,
         "DAGRUN_DEPLOYMENT": deployment,
         "DAGRUN_FLOW_RUN_ID": flow_run_id,
-        "DAGRUN_DATABASE_URL": str(database.resolve()),
+        "DAGRUN_DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DAGRUN_DEPLOYMENT_SLOT", None)

@@ -339,7 +339,7 @@ class Service:
         return result
 
     def _start(self, deployment: Deployment, claim: Claim, now: datetime, why: str) -> None:
-        env = run_environment(deployment.name, claim.id, claim.slot, self.store.path)
+        env = run_environment(deployment.name, claim.id, claim.slot, self.store.url)
         log_path = self.log_dir / deployment.name / f"{claim.id}.log"
         command = run_command(str(deployment.flow_file), deployment.flow, claim.parameters)
         started_at = time.time()

@@ -16,9 +16,10 @@ run-history database (schema migration 3) so every process that sees the history
 | `claims(deployment=)` / `requests(deployment=)` | what services started, what was asked     |
 | `claim(claim, service_id=, now=, max_active_runs=)` | a service claims one run (see `claims`) |
 
-Writes are one `BEGIN IMMEDIATE` transaction each, like the history's; each thread has its
-own connection. The history itself stays `HistoryStore`'s (`store.history`): this store
-only reads `flow_runs`, and writes runs through `HistoryStore.apply`.
+Writes are one write transaction each (SQLite: `BEGIN IMMEDIATE`), like the history's, in
+whichever database the history uses (SQLite or PostgreSQL); each thread has its own
+connection. The history itself stays `HistoryStore`'s (`store.history`): this store only
+reads `flow_runs`, and writes runs through `HistoryStore.apply`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dagrun.config import dagrun_home
 from dagrun.deployments import claims as claim_sql
 from dagrun.deployments import queries
 from dagrun.deployments.claims import Claim, ClaimResult
@@ -44,7 +44,7 @@ from dagrun.deployments.declaration import (
 from dagrun.deployments.triggers import Trigger, ended_upstream_runs
 from dagrun.errors import ConfigError
 from dagrun.history import HistoryStore
-from dagrun.history.dialect import SQLiteDatabase, parse_database_url
+from dagrun.history.store import database_url_from_env
 
 UTC = timezone.utc
 NEXT_RUNS = 3
@@ -55,24 +55,29 @@ class DeploymentStore:
     """Deployments and their runs' claims, in the run-history database (see the module doc)."""
 
     def __init__(self, url_or_path: str | os.PathLike[str]) -> None:
-        """Open the database a path or `sqlite:///path` URL names, upgrading its schema."""
+        """Open the database a path, `sqlite:///path` or `postgresql://` URL names, upgrading
+        its schema."""
         # The history store applies the migrations (ours included) and owns the connections.
         self.history = HistoryStore(url_or_path)
-        self._database: SQLiteDatabase = parse_database_url(url_or_path)
 
     @classmethod
     def from_env(cls) -> DeploymentStore:
         """The store in `DAGRUN_DATABASE_URL`, else `$DAGRUN_HOME/dagrun.db`."""
-        url = os.environ.get("DAGRUN_DATABASE_URL", "").strip()
-        if url:
-            return cls(url)
-        path = dagrun_home() / "dagrun.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        return cls(database_url_from_env())
 
     @property
-    def path(self) -> Path:
-        return self._database.path
+    def url(self) -> str:
+        """What opens this database again (see `HistoryStore.url`: never print it)."""
+        return self.history.url
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite database file; None for a server database."""
+        return self.history.path
+
+    def describe(self) -> str:
+        """The database for messages, password masked."""
+        return self.history.describe()
 
     def close(self) -> None:
         self.history.close()
@@ -84,7 +89,7 @@ class DeploymentStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"DeploymentStore({self._database.describe()!r})"
+        return f"DeploymentStore({self.describe()!r})"
 
     # --- registration and control ---
 

@@ -8,11 +8,13 @@
 | `recording`   | the SQL that writes each kind of event                                |
 | `queries`     | the SQL that reads runs, logs and per-flow statistics                 |
 | `schema`      | the versioned migrations                                              |
-| `dialect`     | everything specific to SQLite (URLs, connections, pragmas)            |
+| `dialect`     | how a URL names the database; everything specific to SQLite           |
+| `postgres`    | everything specific to PostgreSQL (psycopg, placeholders, locking)    |
 | `parameters`  | parameters as JSON, secrets masked                                    |
 
 This package sits below the engine: it imports nothing from the engine, the executors or
-the CLI, and it is the only place that imports `sqlite3`.
+the CLI, and it is the only place that imports `sqlite3` (and, when a PostgreSQL URL is used,
+`psycopg`).
 """
 
 from dagrun.history.events import (

@@ -1,16 +1,28 @@
-"""Everything about the run history that is specific to SQLite, in one place.
+"""How a URL names a run-history database, and everything specific to SQLite, in one place.
 
 The rest of `dagrun.history` speaks DB-API 2 with `?` placeholders and SQL that SQLite and
 PostgreSQL both accept (`ON CONFLICT ... DO UPDATE`, `COALESCE`, `CASE`, `LIMIT`, `DOUBLE
-PRECISION`). What differs lives here: how a URL names a database, how a connection is opened
-and tuned, how a write transaction begins, and the DDL for an auto-incrementing key. Adding
-PostgreSQL means a second class with the same attributes (with `%s` placeholders and `BEGIN`
-for writes) chosen by `parse_database_url`.
+PRECISION`, `RETURNING`). What differs lives in a dialect object, `SQLiteDatabase` here or
+`PostgresDatabase` (`dagrun.history.postgres`), which `parse_database_url` picks:
+
+| attribute       | is                                                                        |
+|-----------------|---------------------------------------------------------------------------|
+| `url`           | a string that opens the same database again, e.g. in a child process      |
+| `path`          | the SQLite file (None for a server database)                              |
+| `Error`         | the base class of the errors its connections raise                        |
+| `begin_write`   | begins a write transaction that waits for every other writer              |
+| `begin_read`    | begins a read transaction: one snapshot for a multi-query answer          |
+| `connect()`     | a new autocommit connection whose rows are dicts                          |
+| `ddl(sql)`      | a migration statement with its type placeholders filled in                |
+| `describe()`    | "SQLite database PATH" or the URL with its password masked, for messages  |
+| `prepare()`     | creates what must exist before connecting (SQLite: the file's directory)  |
+| `writable()`    | the same database opened for writing                                      |
 
 SQLite is tuned for many writers on one machine: WAL (readers never block the writer),
 `synchronous=NORMAL` (safe in WAL; a power cut may lose the last commits, never corrupt),
 a 30 s busy timeout, and `BEGIN IMMEDIATE` so a write transaction takes the write lock when
 it starts rather than failing with "database is locked" when it tries to upgrade a read lock.
+It needs SQLite 3.35 or newer (2021) for `RETURNING`.
 """
 
 from __future__ import annotations
@@ -18,20 +30,22 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from dagrun.errors import ConfigError
+from dagrun.history.postgres import SCHEMES as POSTGRES_SCHEMES
+from dagrun.history.postgres import PostgresDatabase, mask_password
 
 BUSY_TIMEOUT_SECONDS = 30.0
 """How long a connection waits for another process's write lock before giving up."""
 
 _URL_HELP = (
-    "DAGRUN_DATABASE_URL must be a file path or an SQLite URL such as "
+    "DAGRUN_DATABASE_URL must be a file path, an SQLite URL such as "
     "sqlite:///relative/dagrun.db or sqlite:////absolute/dagrun.db (append ?mode=ro to open "
-    "it read-only)"
+    "it read-only), or a PostgreSQL URL such as postgresql://user:password@host:5432/dbname"
 )
 
 
@@ -75,6 +89,12 @@ class SQLiteDatabase:
         connection.row_factory = _dict_row
         return connection
 
+    @property
+    def url(self) -> str:
+        """The absolute path, or an `sqlite:///` URL when read-only, for another process."""
+        absolute = self.path.resolve()
+        return f"sqlite:///{absolute}?mode=ro" if self.read_only else str(absolute)
+
     def ddl(self, statement: str) -> str:
         """A migration statement with this dialect's spelling of its type placeholders."""
         return statement.format(serial_primary_key="INTEGER PRIMARY KEY")
@@ -82,22 +102,40 @@ class SQLiteDatabase:
     def describe(self) -> str:
         return f"SQLite database {self.path}" + (" (read-only)" if self.read_only else "")
 
+    def prepare(self) -> None:
+        """Create the file's directory (SQLite creates the file, not its directory)."""
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
-def parse_database_url(url_or_path: str | os.PathLike[str]) -> SQLiteDatabase:
-    """The database a path or `sqlite:///` URL names; anything else is a `ConfigError`."""
+    def writable(self) -> SQLiteDatabase:
+        """The same file, opened for writing even if this was opened with `?mode=ro`."""
+        return replace(self, read_only=False)
+
+
+Database = SQLiteDatabase | PostgresDatabase
+"""A run-history database: either dialect has every attribute in the module doc's table."""
+
+
+def parse_database_url(url_or_path: str | os.PathLike[str]) -> Database:
+    """The database a path, `sqlite:///` or `postgresql://` URL names; anything else is a
+    `ConfigError` naming DAGRUN_DATABASE_URL (with any password masked)."""
     if isinstance(url_or_path, os.PathLike):
         return SQLiteDatabase(Path(url_or_path))
     if not isinstance(url_or_path, str):
         raise ConfigError(f"Invalid run-history database {url_or_path!r}: {_URL_HELP}")
     text = url_or_path.strip()
+    scheme = text.split("://", 1)[0] if "://" in text else None
+    if scheme in POSTGRES_SCHEMES:
+        return PostgresDatabase.from_url(text)
     if text.startswith("sqlite:///"):
         # SQLAlchemy's convention: three slashes then a relative path, four for an absolute one.
         location, _, query = text[len("sqlite:///") :].partition("?")
         return SQLiteDatabase(_file_path(location, text), _read_only(query, text))
-    if "://" in text or text.startswith("sqlite:"):
+    if scheme is not None or text.startswith("sqlite:"):
         scheme = text.split(":", 1)[0]
         raise ConfigError(
-            f"Unsupported run-history database {text!r} (scheme {scheme!r}): {_URL_HELP}"
+            f"Unsupported run-history database {mask_password(text)!r} (scheme {scheme!r}): "
+            f"{_URL_HELP}"
         )
     return SQLiteDatabase(_file_path(text, text))
 

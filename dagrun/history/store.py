@@ -2,9 +2,11 @@
 
 The store is written by one `HistoryWriter` per driver process (through `apply`, one write
 transaction per batch of events) and read by the CLI, the dashboard and the engine (to learn
-of cancel requests). Many processes may share one database file: SQLite's WAL lets readers
+of cancel requests). Many processes may share one database: SQLite's WAL lets readers
 proceed while one writer writes, and every write transaction starts with `BEGIN IMMEDIATE`
-under a 30 s busy timeout, so concurrent writers queue instead of failing.
+under a 30 s busy timeout, so concurrent writers queue instead of failing. PostgreSQL
+(`DAGRUN_DATABASE_URL=postgresql://...`) runs the same code; its dialect queues writers the
+same way (see `dagrun.history.postgres`).
 
 Each thread gets its own connection (a connection is not safe to share between threads
 mid-transaction); `close()` closes all of them. No run stays unfinished forever: a run whose
@@ -32,7 +34,7 @@ from typing import Any, Literal
 from dagrun.config import dagrun_home
 from dagrun.errors import ConfigError
 from dagrun.history import queries
-from dagrun.history.dialect import SQLiteDatabase, parse_database_url
+from dagrun.history.dialect import Database, parse_database_url
 from dagrun.history.events import (
     ACTIVE_STATE_NAMES,
     Event,
@@ -77,7 +79,8 @@ _RECORDERS: Mapping[type, Callable[[Any, Any], None]] = MappingProxyType(
 
 
 class HistoryStore:
-    """SQLite run history: WAL, synchronous=NORMAL, a 30 s busy timeout, BEGIN IMMEDIATE writes.
+    """The run history in SQLite (WAL, synchronous=NORMAL, a 30 s busy timeout, BEGIN IMMEDIATE
+    writes) or PostgreSQL (writes queued by an advisory lock).
 
     | method                                   | does                                        |
     |------------------------------------------|---------------------------------------------|
@@ -92,8 +95,9 @@ class HistoryStore:
     """
 
     def __init__(self, url_or_path: str | os.PathLike[str]) -> None:
-        """Open (creating or upgrading) the database a path or `sqlite:///path` URL names."""
-        self._database: SQLiteDatabase = parse_database_url(url_or_path)
+        """Open (creating or upgrading) the database a path, `sqlite:///path` or
+        `postgresql://` URL names."""
+        self._database: Database = parse_database_url(url_or_path)
         self._local = threading.local()
         self._lock = threading.Lock()  # guards _connections, appended to from any thread
         self._connections: list[Any] = []
@@ -118,22 +122,27 @@ class HistoryStore:
     @classmethod
     def from_env(cls) -> HistoryStore:
         """The store `DAGRUN_DATABASE_URL` names, else `$DAGRUN_HOME/dagrun.db`."""
-        url = os.environ.get("DAGRUN_DATABASE_URL", "").strip()
-        database = parse_database_url(url) if url else SQLiteDatabase(dagrun_home() / "dagrun.db")
-        if not database.read_only:
-            try:
-                database.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"Cannot create the directory of the run history {database.path}: {exc} "
-                    "(DAGRUN_DATABASE_URL, or DAGRUN_HOME, chooses where it lives)"
-                ) from exc
-        return cls(url or database.path)
+        return cls(database_url_from_env())
 
     @property
-    def path(self) -> Path:
-        """The database file."""
+    def url(self) -> str:
+        """What opens this database again, also in another process (it may hold a password:
+        pass it on, never print it; `describe()` is for messages)."""
+        return self._database.url
+
+    @property
+    def database(self) -> Database:
+        """The database and its dialect."""
+        return self._database
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite database file; None for a server database."""
         return self._database.path
+
+    def describe(self) -> str:
+        """The database for messages, password masked: "SQLite database ~/.dagrun/dagrun.db"."""
+        return self._database.describe()
 
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
@@ -298,8 +307,8 @@ class HistoryStore:
 
     @contextmanager
     def write_transaction(self) -> Iterator[Any]:
-        """A `BEGIN IMMEDIATE` transaction on this thread's connection (for stores that share
-        the database, like the deployment store and concurrency limits)."""
+        """A write transaction (SQLite: `BEGIN IMMEDIATE`) on this thread's connection, for
+        stores that share the database, like the deployment store and concurrency limits."""
         connection = self._connection()
         connection.execute(self._database.begin_write)
         try:
@@ -326,7 +335,22 @@ class HistoryStore:
                 self.mark_lost_runs(now)
         except self._database.Error as exc:
             # A read-only copy (the dashboard's, a backup) cannot be corrected: show it as is.
-            logger.debug("Could not mark lost runs Crashed in %s: %s", self.path, exc)
+            logger.debug("Could not mark lost runs Crashed in %s: %s", self.describe(), exc)
+
+
+def database_url_from_env() -> str:
+    """`DAGRUN_DATABASE_URL`, else `$DAGRUN_HOME/dagrun.db`, with the SQLite file's directory
+    created (a `ConfigError` if it cannot be)."""
+    url = os.environ.get("DAGRUN_DATABASE_URL", "").strip() or str(dagrun_home() / "dagrun.db")
+    database = parse_database_url(url)
+    try:
+        database.prepare()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot create the directory of the run history, {database.describe()}: {exc} "
+            "(DAGRUN_DATABASE_URL, or DAGRUN_HOME, chooses where it lives)"
+        ) from exc
+    return url
 
 
 def _known_state(state: str | StateType) -> str:

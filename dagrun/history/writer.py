@@ -169,7 +169,7 @@ class HistoryWriter:
             logger.warning(
                 "Run history is not being recorded: writing to %s failed (%s: %s). "
                 "The flow keeps running; history events that cannot be written are dropped.",
-                self._store.path,
+                self._store.describe(),
                 type(exc).__name__,
                 exc,
             )

@@ -10,8 +10,8 @@
 | `GET /api/flows`                   | per flow: statistics plus its recent runs for the chart  |
 
 Ids may be unique prefixes, as on the command line. Unknown ids are 404, bad query values 400,
-each as `{"error": "..."}`. `HistoryStore` is synchronous (SQLite), so every call runs on
-the application's thread pool: a slow query never stalls the other pages' polling.
+each as `{"error": "..."}`. `HistoryStore` is synchronous (sqlite3 or psycopg), so every call
+runs on the application's thread pool: a slow query never stalls the other pages' polling.
 """
 
 from __future__ import annotations

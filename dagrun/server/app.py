@@ -94,9 +94,10 @@ def make_app(store: HistoryStore, *, token: str | None = None) -> tornado.web.Ap
 def serve(host: str, port: int, database: str | None, token: str | None) -> None:
     """Serve the dashboard on `host:port` until SIGINT or SIGTERM.
 
-    `database` is a path or `sqlite:///` URL (None: `HistoryStore.from_env()`). Off loopback
-    a token is required: without one this raises `ConfigError` before binding anything.
-    Port 0 picks a free port; the first line printed names the address either way.
+    `database` is a path, `sqlite:///` or `postgresql://` URL (None:
+    `HistoryStore.from_env()`). Off loopback a token is required: without one this raises
+    `ConfigError` before binding anything. Port 0 picks a free port; the first line printed
+    names the address either way.
     """
     if token is None and not is_loopback(host):
         raise ConfigError(

@@ -10,8 +10,8 @@
 Unknown deployments are 404, a body that is not `{"parameters": {...}}` is 400. Queuing a run
 only inserts a request row: the `dagrun serve` serving the deployment checks the parameters
 against the flow and starts it (or refuses it, with the reason in `requests[].error`). The
-server never imports user code. The deployment store opens the history's database file by
-path, so these writes happen even when the history was opened with `?mode=ro`.
+server never imports user code. The deployment store opens the history's database for
+writing, so these writes happen even when an SQLite history was opened with `?mode=ro`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class DeploymentHandler(JSONHandler):
         with _store_lock:
             store: DeploymentStore | None = self.settings.get(_STORE_SETTING)
             if store is None:
-                store = DeploymentStore(self.store.path)
+                store = DeploymentStore(self.store.database.writable().url)
                 self.settings[_STORE_SETTING] = store
         return store
 
