@@ -39,7 +39,7 @@ from dask.sizeof import sizeof
 
 from dagrun import flow, task, unmapped
 from dagrun.executors import DaskExecutor
-from dagrun.executors.dask import default_cluster_size
+from dagrun.executors.dask_clusters import default_cluster_size
 
 RERUN_BAR = 0.1
 STORE_BAR = 1.5

@@ -68,7 +68,7 @@ def raw_map_reduce(n: int) -> int:
     import dask
     import distributed
 
-    from dagrun.executors.dask import default_cluster_size
+    from dagrun.executors.dask_clusters import default_cluster_size
 
     workers, threads = default_cluster_size()
     with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):

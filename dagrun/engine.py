@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from dagrun.call_arguments import resolve_futures
 from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
 from dagrun.errors import CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
@@ -36,7 +37,7 @@ from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
 from dagrun.states import State, StateType
-from dagrun.task_runs import TaskRunTracker, dask_key, resolve_futures
+from dagrun.task_runs import TaskRunTracker, dask_key
 
 
 def run_flow(

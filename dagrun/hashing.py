@@ -13,7 +13,7 @@ different bytes to BLAKE2b even when the remaining elements are equal.
 
 `content_hash` is built for speed (tens of GB/s), as every stored and every loaded result goes
 through it: it catches corruption, not forgery. Keys and structures use BLAKE2b; tamper-proofing
-is the result store's HMAC-SHA256 (see `dagrun.results.store`).
+is the result store's HMAC-SHA256 (see `dagrun.results.envelope`).
 
 Strictness: a value that cannot be hashed deterministically is a `ConfigError` naming it, never a
 random key (a random key is a cache that silently never hits).

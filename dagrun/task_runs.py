@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dagrun.caching import CacheKeyContext, CachePlanner
+from dagrun.call_arguments import fingerprint, resolve_futures, substitute_handles, upstream_of
 from dagrun.config import env_flag
 from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, ResultStoreError, UpstreamFailedError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, ExecutorSession, Submission
-from dagrun.futures import TaskFuture, unmapped
+from dagrun.futures import TaskFuture
 from dagrun.hooks import run_task_hooks
 from dagrun.logs import log_line
 from dagrun.recorder import RunRecorder
@@ -38,7 +39,6 @@ from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
 
 SWEEP_EVERY = 512
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 class TaskRun:
@@ -144,8 +144,8 @@ class TaskRunTracker:
             futures.append(future)
             self.runs.append(run)
             if self._keep_completed or self._reusable:
-                run.fingerprint = _fingerprint(run)
-            run.upstream = tuple(_upstream_of(run))  # one walk of the arguments, used by _plan too
+                run.fingerprint = fingerprint(run)
+            run.upstream = tuple(upstream_of(run))  # one walk of the arguments, used by _plan too
             if self.recorder is not None:
                 self.recorder.task_created(run, self.flow_run_id)
             previous = self._reusable.get((task.name, index))
@@ -180,7 +180,7 @@ class TaskRunTracker:
 
     def _plan_cached(self, run: TaskRun) -> Submission | None:
         """Decide hit or miss before dispatch: a hit never takes a worker slot."""
-        blocked = next((up for up in _upstream_of(run) if up.state.is_final() and not up.state.is_completed()), None)
+        blocked = next((up for up in upstream_of(run) if up.state.is_final() and not up.state.is_completed()), None)
         if blocked is not None:
             return self._prepare(run)  # records NotRun
         planner = self._cache_planner()
@@ -210,10 +210,10 @@ class TaskRunTracker:
     def _prepare(self, run: TaskRun) -> Submission | None:
         """What to send to the executor for `run`; None when it cannot run (upstream failed)."""
         upstream: list[TaskRun] = []
-        args = _substitute(run.args, upstream, self._handle_of)
-        kwargs = _substitute(run.kwargs, upstream, self._handle_of)
+        args = substitute_handles(run.args, upstream, self._handle_of)
+        kwargs = substitute_handles(run.kwargs, upstream, self._handle_of)
         ordering: list[TaskRun] = []
-        _substitute(run.wait_for, ordering, self._handle_of)
+        substitute_handles(run.wait_for, ordering, self._handle_of)
         run.upstream = (*upstream, *ordering)
         run.upstream_generations = tuple(up.generation for up in run.upstream)
         blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
@@ -524,91 +524,10 @@ class TaskRunTracker:
     _run_count = 0
 
 
-def _substitute(value: Any, upstream: list[TaskRun], handle_of: Callable[[TaskRun], Any]) -> Any:
-    """Copy of `value` with TaskFutures (nested in list/tuple/dict/set) replaced by handles;
-    the futures' runs are appended to `upstream`."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind is TaskFuture:
-        upstream.append(value._run)
-        return handle_of(value._run)
-    if kind is unmapped:
-        return _substitute(value.value, upstream, handle_of)
-    if kind in (list, tuple, set, frozenset):
-        return kind(_substitute(item, upstream, handle_of) for item in value)
-    if kind is dict:
-        return {key: _substitute(item, upstream, handle_of) for key, item in value.items()}
-    return value
-
-
 def dask_key(run: TaskRun) -> str:
     """The executor key of a run's current submission; a resubmission needs a new one (Dask
     answers a key it already knows with that key's old outcome)."""
     return f"{run.task.name}-{run.id}" + (f"-{run.generation}" if run.generation else "")
-
-
-def _no_handle(run: TaskRun) -> None:
-    return None
-
-
-def _upstream_of(run: TaskRun) -> list[TaskRun]:
-    upstream: list[TaskRun] = []
-    _substitute((run.args, run.kwargs, run.wait_for), upstream, _no_handle)
-    return upstream
-
-
-def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
-    """`value` with TaskFutures nested in list/tuple/dict/set replaced by their results,
-    fetched in one round trip."""
-    futures: list[TaskFuture] = []
-    _collect_futures(value, futures)
-    if not futures:
-        return value
-    return _replace_futures(value, dict(zip(map(id, futures), tracker.results(futures))))
-
-
-def _collect_futures(value: Any, futures: list[TaskFuture]) -> None:
-    kind = type(value)
-    if kind is TaskFuture:
-        futures.append(value)
-    elif kind in (list, tuple, set, frozenset):
-        for item in value:
-            _collect_futures(item, futures)
-    elif kind is dict:
-        for item in value.values():
-            _collect_futures(item, futures)
-
-
-def _replace_futures(value: Any, results: dict[int, Any]) -> Any:
-    kind = type(value)
-    if kind is TaskFuture:
-        return results[id(value)]
-    if kind in (list, tuple, set, frozenset):
-        return kind(_replace_futures(item, results) for item in value)
-    if kind is dict:
-        return {key: _replace_futures(item, results) for key, item in value.items()}
-    return value
-
-
-def _fingerprint(run: TaskRun) -> str | None:
-    """A deterministic digest of a call's inputs (upstream runs by their own fingerprints)."""
-    from dask.base import tokenize
-
-    def stand_in(value: Any) -> Any:
-        kind = type(value)
-        if kind is TaskFuture:
-            return ("TaskRun", value._run.fingerprint)
-        if kind in (list, tuple, set, frozenset):
-            return (kind.__name__, [stand_in(item) for item in value])
-        if kind is dict:
-            return ("dict", sorted((repr(k), stand_in(v)) for k, v in value.items()))
-        return value
-
-    try:
-        return tokenize(run.task.name, run.index, stand_in(run.args), stand_in(run.kwargs), ensure_deterministic=True)
-    except Exception:  # noqa: BLE001 - an input we cannot fingerprint is simply not reused
-        return None
 
 
 def _describe(exception: BaseException) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from dagrun.errors import ConfigError, ResultStoreError, SerializationError
 from dagrun.hashing import content_hash, hash_struct
-from dagrun.results import CacheMiss, EntryInfo, ResultStore
+from dagrun.results import CacheMiss, EntryInfo, ResultStore, envelope
 from dagrun.results import store as store_module
 from dagrun.results.serializers import dumps, loads
 
@@ -309,19 +309,19 @@ class Sentinel:
 
 def split_entry(data: bytes) -> tuple[bytes, dict, bytes]:
     """(signature, header, body) of an entry file; the body is the frames and their padding."""
-    _, _, sig_length, header_length, _ = store_module._PREAMBLE.unpack_from(data)
-    start = store_module._PREAMBLE.size + sig_length
+    _, _, sig_length, header_length, _ = envelope._PREAMBLE.unpack_from(data)
+    start = envelope._PREAMBLE.size + sig_length
     header = json.loads(data[start : start + header_length])
     body_start = -(-(start + header_length) // 64) * 64  # the head is padded to 64 bytes
-    return data[store_module._PREAMBLE.size : start], header, data[body_start:]
+    return data[envelope._PREAMBLE.size : start], header, data[body_start:]
 
 
 def build_entry(signature: bytes, header: dict, body: bytes) -> bytes:
     """An entry file from its parts, with the (unkeyed) header digest anyone can recompute."""
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    preamble = store_module._PREAMBLE.pack(
-        store_module.MAGIC, store_module.FORMAT_VERSION, len(signature), len(header_bytes),
-        store_module._header_digest(len(signature), header_bytes),
+    preamble = envelope._PREAMBLE.pack(
+        envelope.MAGIC, envelope.FORMAT_VERSION, len(signature), len(header_bytes),
+        envelope._header_digest(len(signature), header_bytes),
     )
     head = preamble + signature + header_bytes
     return head + bytes(-len(head) % 64) + body
@@ -379,13 +379,13 @@ def test_signature_is_bound_to_the_key(tmp_path: Path) -> None:
     data = entry_file(store, original).read_bytes()
     # Rewrite the header's key (same length) and fix the unkeyed header digest: only the
     # signature, which is keyed on the cache key, can still tell.
-    magic, version, sig_length, header_length, _ = store_module._PREAMBLE.unpack_from(data)
-    start = store_module._PREAMBLE.size + sig_length
+    magic, version, sig_length, header_length, _ = envelope._PREAMBLE.unpack_from(data)
+    start = envelope._PREAMBLE.size + sig_length
     header = data[start : start + header_length].replace(original.encode(), other.encode())
-    preamble = store_module._PREAMBLE.pack(
-        magic, version, sig_length, header_length, store_module._header_digest(sig_length, header)
+    preamble = envelope._PREAMBLE.pack(
+        magic, version, sig_length, header_length, envelope._header_digest(sig_length, header)
     )
-    signature = data[store_module._PREAMBLE.size : start]
+    signature = data[envelope._PREAMBLE.size : start]
     forged = preamble + signature + header + data[start + header_length :]
     target = Path(store.location) / other[:2] / other
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -459,7 +459,7 @@ def test_a_checksum_collision_is_caught_by_the_payload_mac(
 ) -> None:
     # XXH3 collisions can be crafted; simulate one, so the header (and its signature) stays
     # valid for a different payload. The payload MAC must refuse it before unpickling.
-    monkeypatch.setattr(store_module, "ContentHasher", ConstantHasher)
+    monkeypatch.setattr(envelope, "ContentHasher", ConstantHasher)
     location = tmp_path / "shared"
     trusted = ResultStore(location, signing_key=SIGNING_KEY)
     key = make_key("collision")
@@ -512,7 +512,7 @@ def test_a_signed_header_without_a_payload_mac_is_rejected(tmp_path: Path) -> No
     _, header, payload = split_entry(path.read_bytes())
     del header["payload_mac"]
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    path.write_bytes(build_entry(store._sign(key, header_bytes), header, payload))
+    path.write_bytes(build_entry(envelope._sign(SIGNING_KEY, key, header_bytes), header, payload))
     with pytest.raises(CacheMiss, match="without a payload MAC"):
         store.get(key)
 

@@ -1,7 +1,7 @@
 """Scaling out, against real `dask scheduler` / `dask worker` processes on 127.0.0.1: TLS with
 certificates made here, the worker version check, placement by resources, tag concurrency
-limits across two driver processes, and the config's worker_env / scheduler_options on
-clusters dagrun starts.
+limits across two driver processes, the config's worker_env / scheduler_options on
+clusters dagrun starts, and an SSHCluster config run through a private sshd on 127.0.0.1.
 
 Tested elsewhere and not repeated: attaching by address and via YAML, the insecure-address
 refusal, a worker SIGKILLed mid-task and a poison task (tests/test_dask_clusters.py).
@@ -9,11 +9,14 @@ refusal, a worker SIGKILLed mid-task and a poison task (tests/test_dask_clusters
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import importlib.util
 import itertools
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -25,19 +28,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import distributed
+import psutil
 import pytest
 from click.testing import CliRunner
+from conftest import child_processes, wait_until_gone
 
 from dagrun import flow, task
 from dagrun.cli.concurrency_commands import concurrency_group
 from dagrun.concurrency import read_limits
 from dagrun.errors import ConfigError
 from dagrun.executors import DaskExecutor
-from dagrun.executors.dask import (
-    managed_cluster_kwargs,
-    semaphore_name,
-    version_mismatches,
-)
+from dagrun.executors.dask_clusters import managed_cluster_kwargs, version_mismatches
+from dagrun.executors.dask_worker import semaphore_name
+from dagrun.history import HistoryStore
 
 DASK_SCHEDULER = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
 DASK_WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
@@ -508,6 +511,10 @@ def test_worker_env_for_kubernetes_and_ssh_and_refusals_name_the_class():
     )
     assert ssh["worker_options"] == {"nthreads": 2, "env": {"X": "1"}}
     assert ssh["scheduler_options"] == {"port": 0}
+    with pytest.raises(ConfigError, match=r"lab.yaml: worker_env.GREETING: .* cannot contain a single quote"):
+        managed_cluster_kwargs(
+            distributed.SSHCluster, {}, worker_env={"GREETING": "it's"}, scheduler_options={}, source="lab.yaml"
+        )
     with pytest.raises(ConfigError, match=r"lab.yaml: scheduler_options is not supported for cluster class 'KubeCluster'"):
         managed_cluster_kwargs(kubernetes.KubeCluster, {}, worker_env={}, scheduler_options={"port": 0}, source="lab.yaml")
     with pytest.raises(ConfigError, match=r"worker_env needs worker processes"):
@@ -519,14 +526,214 @@ def test_worker_env_for_kubernetes_and_ssh_and_refusals_name_the_class():
 # --- SSH ---------------------------------------------------------------------------------------
 
 
-def test_ssh_config_against_an_sshd_on_loopback():
+def sshd_binary() -> str | None:
+    """sshd by absolute path (it refuses to start otherwise); /usr/sbin is not on every PATH."""
+    found = shutil.which("sshd") or "/usr/sbin/sshd"
+    return found if os.access(found, os.X_OK) else None
+
+
+@dataclasses.dataclass
+class LoopbackSshd:
+    """A private sshd on 127.0.0.1 that lets the current user in with `client_key` only."""
+
+    port: int
+    username: str
+    client_key: Path
+    known_hosts: Path  # holds this sshd's host key, so the client verifies the server
+    process: subprocess.Popen
+    log: Path
+
+    def started_through_it(self) -> set[int]:
+        """Pids of the running processes started through this sshd: its descendants, and any
+        process whose environment names one of its sessions (e.g. a worker whose session
+        ended under it). sshd sets SSH_CONNECTION="client port server port" in a session."""
+        pids = set()
+        try:
+            pids.update(child.pid for child in psutil.Process(self.process.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+        for process in psutil.process_iter():
+            try:
+                connection = process.environ().get("SSH_CONNECTION", "")
+            except (psutil.Error, OSError):
+                continue
+            if connection.split()[-1:] == [str(self.port)]:
+                pids.add(process.pid)
+        return {pid for pid in pids if running(pid)}
+
+    def stop(self) -> None:
+        """End sshd and everything started through it (sshd puts each connection in a session
+        of its own, so the process group of sshd alone is not enough)."""
+        leftovers = self.started_through_it()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        leftovers |= self.started_through_it()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            leftovers = wait_until_gone(leftovers, timeout=10)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is alive; a zombie (exited, not yet reaped by its parent) is not."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def loopback_sshd(tmp_path: Path) -> Iterator[LoopbackSshd]:
+    sshd = sshd_binary()
     missing = [
         what for what, present in (
-            ("an sshd binary (openssh-server)", shutil.which("sshd") is not None),
+            ("an sshd binary (openssh-server)", sshd is not None),
             ("asyncssh (the [ssh] extra)", importlib.util.find_spec("asyncssh") is not None),
         ) if not present
     ]
     if missing:
         pytest.skip(f"cannot start an sshd on 127.0.0.1 here: this machine lacks {' and '.join(missing)}")
-    pytest.skip("an sshd is available, but running one as a test user (host keys, privilege "
-                "separation directory, login as the current user) is not automated yet")
+    directory = tmp_path / "sshd"
+    directory.mkdir()
+    for name in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dagrun-test-{name}", "-f", str(directory / name)],
+            check=True, capture_output=True,
+        )
+    (directory / "authorized_keys").write_text((directory / "client_key.pub").read_text())
+    port = free_port()
+    key_type, key = (directory / "host_key.pub").read_text().split()[:2]
+    (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {key_type} {key}\n")
+    as_root = os.geteuid() == 0
+    if as_root:  # sshd running as root drops privileges into this empty directory
+        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+    config = directory / "sshd_config"
+    config.write_text(textwrap.dedent(f"""\
+        ListenAddress 127.0.0.1
+        Port {port}
+        HostKey {directory / "host_key"}
+        PidFile {directory / "sshd.pid"}
+        AuthorizedKeysFile {directory / "authorized_keys"}
+        PubkeyAuthentication yes
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        UsePAM no
+        StrictModes no
+        PermitRootLogin {"prohibit-password" if as_root else "no"}
+        PrintMotd no
+        LogLevel VERBOSE
+    """))
+    log = directory / "sshd.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = LoopbackSshd(
+        port=port, username=pwd.getpwuid(os.getuid()).pw_name, client_key=directory / "client_key",
+        known_hosts=directory / "known_hosts", process=process, log=log,
+    )
+    try:
+        # Its own log line, not a probe connection: a probe would be an unauthenticated client.
+        listening = f"Server listening on 127.0.0.1 port {port}"
+        wait_until(
+            lambda: process.poll() is not None or listening in log.read_text(errors="replace"),
+            timeout=15, what="sshd listening",
+        )
+        assert process.poll() is None, f"sshd exited with {process.returncode}:\n{log.read_text(errors='replace')}"
+        yield server
+    finally:
+        server.stop()
+
+
+@task
+def on_ssh_worker() -> dict:
+    """Where this task runs: the worker, its session's SSH_CONNECTION, its ancestors' pids,
+    and the worker TTL of the scheduler it belongs to."""
+    return {
+        "worker": distributed.get_worker().address,
+        "ssh_connection": os.environ.get("SSH_CONNECTION"),
+        "dagrun_home": os.environ.get("DAGRUN_HOME"),
+        "pid": os.getpid(),
+        "ancestors": [parent.pid for parent in psutil.Process().parents()],
+        "worker_ttl": distributed.get_client().run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl),
+    }
+
+
+def test_ssh_config_against_an_sshd_on_loopback(loopback_sshd, dagrun_home, tmp_path, monkeypatch):
+    sshd = loopback_sshd
+    # The shape of cluster_configs/ssh.yaml, for a scheduler and one worker host, both this
+    # machine reached over SSH; every listening socket stays on 127.0.0.1.
+    (tmp_path / "cluster_configs").mkdir()
+    (tmp_path / "cluster_configs" / "ssh.yaml").write_text(textwrap.dedent(f"""\
+        cluster:
+          class: distributed.SSHCluster
+          kwargs:
+            hosts: [127.0.0.1, 127.0.0.1]
+            connect_options:
+              username: {sshd.username}
+              port: {sshd.port}
+              client_keys: [{json.dumps(str(sshd.client_key))}]
+              known_hosts: {json.dumps(str(sshd.known_hosts))}
+            worker_options:
+              n_workers: 1
+              nthreads: 2
+              host: 127.0.0.1
+            scheduler_options:
+              host: 127.0.0.1
+              port: 0
+              dashboard_address: "127.0.0.1:0"
+            remote_python: {json.dumps(sys.executable)}
+        worker_env:
+          DAGRUN_HOME: {json.dumps(str(dagrun_home))}
+        connect_timeout: 30
+    """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGRUN_CLUSTER", "ssh")
+    children_before = child_processes()
+    during_run: dict[int, str] = {}  # pid -> command line of what ran through sshd
+
+    @flow(name="over_ssh")
+    def pipeline():
+        where = on_ssh_worker()
+        where.result()  # the cluster is up and has run a task: see what runs through sshd
+        for pid in sshd.started_through_it():
+            with contextlib.suppress(psutil.Error):
+                during_run[pid] = " ".join(psutil.Process(pid).cmdline())
+        return total(square.map(range(4))), where
+
+    try:
+        result, where = pipeline()
+    except Exception:
+        print(sshd.log.read_text(errors="replace"))  # shown with the failure: why a login failed
+        raise
+
+    assert result == 14
+    # The task ran in a worker process that sshd started for a session from 127.0.0.1.
+    assert where["worker"].startswith("tcp://127.0.0.1:")
+    assert (where["ssh_connection"] or "").split()[2:] == ["127.0.0.1", str(sshd.port)], where
+    assert sshd.process.pid in where["ancestors"], where
+    assert where["dagrun_home"] == str(dagrun_home)  # worker_env reaches the SSH workers
+    assert where["worker_ttl"] == 60  # dagrun's scheduler settings reach a scheduler started over SSH
+    # The scheduler and the worker host each ran `dask_spec` in a session of their own.
+    specs = [command for command in during_run.values() if "distributed.cli.dask_spec" in command]
+    assert len(specs) == 2, during_run
+    assert any("distributed.Scheduler" in command for command in specs), specs
+    assert any("distributed.Nanny" in command for command in specs), specs
+    with HistoryStore.from_env() as store:
+        [run] = store.list_flow_runs(flow_name="over_ssh")
+        task_runs = store.get_flow_run(run["id"])["task_runs"]
+    assert run["state"] == "Completed"
+    assert len(task_runs) == 6
+    assert {task_run["worker"] for task_run in task_runs} == {where["worker"]}
+
+    # The run stopped the cluster: nothing started through sshd is left, nor any Dask process.
+    assert where["pid"] in during_run
+    wait_until(lambda: not sshd.started_through_it(), timeout=20, what="processes started over SSH gone")
+    assert not {pid for pid in child_processes() - children_before if running(pid)}

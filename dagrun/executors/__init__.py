@@ -1,5 +1,13 @@
 """Where tasks run: `DaskExecutor` (local or remote Dask cluster) and `InProcessExecutor`.
 
+| module             | what it holds                                                        |
+|--------------------|----------------------------------------------------------------------|
+| `base.py`          | the `Executor` / `ExecutorSession` seam the engine talks to          |
+| `local.py`         | `InProcessExecutor`: task calls run in the driver's process          |
+| `dask.py`          | `DaskExecutor` and its session: the driver's side of Dask            |
+| `dask_worker.py`   | what runs on Dask workers (imported there: no driver-side code)      |
+| `dask_clusters.py` | building the clusters dagrun starts, checking those it attaches to   |
+
 `DaskExecutor` is imported on first use, so code that only needs the in-process executor
 does not pay for importing `distributed`.
 """

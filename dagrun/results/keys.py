@@ -1,8 +1,8 @@
 """Where result-store entries live: valid names, the layout under the root, and file access.
 
-`store.py` decides what an entry's bytes mean and whether to trust them; this module decides
-which names are allowed and how bytes get to and from a filesystem: `LocalFiles` (os calls,
-fsync, atomic `os.replace`) or `FsspecFiles` (any fsspec URL: memory://, s3://, ...).
+`envelope.py` decides what an entry's bytes mean and whether to trust them; this module
+decides which names are allowed and how bytes get to and from a filesystem: `LocalFiles` (os
+calls, fsync, atomic `os.replace`) or `FsspecFiles` (any fsspec URL: memory://, s3://, ...).
 
 Layout under the store's root (task names never appear in a path; they live in headers):
 

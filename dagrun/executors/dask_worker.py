@@ -1,0 +1,103 @@
+"""What the Dask executor runs on workers: the task entry points and concurrency-limit slots.
+
+Dask pickles these functions by reference (module and name), so they live here, in a module
+every worker can import without the driver's session, cluster or history code. Log lines
+travel back to the driver as Dask events on the `LOG_TOPIC` topic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import distributed
+
+from dagrun.logs import get_run_logger
+from dagrun.runner import SharedSpec, load_result, run_task
+
+LOG_TOPIC = "dagrun-logs"
+
+
+def _forward_log(line: dict) -> None:
+    """Worker-side log sink: send the line to the driver as a Dask event."""
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not on a worker (e.g. a local client.run); print where we are
+        print(line["message"])
+        return
+    if line.get("kind") == "finished":
+        line["worker"] = worker.address
+    worker.log_event(LOG_TOPIC, line)
+
+
+# Three entry points, so the common call ships only what it uses (fewer graph nodes per task).
+def run_on_worker(spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, *args: Any) -> Any:
+    return run_task(spec.load(), task_run_id, index, args, {}, _forward_log, cache_key)
+
+
+def run_on_worker_with_kwargs(
+    spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, *args: Any
+) -> Any:
+    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+
+
+def run_after(
+    spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, _markers: list, *args: Any
+) -> Any:
+    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+
+
+def load_on_worker(spec: SharedSpec, cache_key: str) -> Any:
+    return load_result(spec.load(), cache_key)
+
+
+def ordering_marker(_upstream: Any) -> None:
+    """Runs next to an upstream result and returns nothing: `wait_for` without data movement."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TagSlots:
+    """The concurrency-limit slots one task run holds on a worker: a lease of the cluster-wide
+    `distributed.Semaphore` of each (tag, limit), taken in tag order so that two runs wanting
+    the same tags never each hold one and wait for the other. Calling it gives the context
+    manager `run_task` holds around the run's attempts; leases are released on exit, also on
+    exceptions (a dead worker's leases expire after `distributed.scheduler.locks.lease-timeout`).
+    """
+
+    limits: tuple[tuple[str, int], ...]
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        held: list[distributed.Semaphore] = []
+        try:
+            for tag, limit in self.limits:
+                semaphore = distributed.Semaphore(max_leases=limit, name=semaphore_name(tag, limit))
+                _acquire(semaphore, tag, limit)
+                held.append(semaphore)
+            yield
+        finally:
+            for semaphore in reversed(held):
+                semaphore.release()  # never raises; a failed release expires with its lease
+
+
+def semaphore_name(tag: str, limit: int) -> str:
+    """The scheduler-wide semaphore of a tag. The limit is part of the name because Dask
+    refuses a semaphore registered again with another size: after `dagrun concurrency set`
+    changes a limit, runs already going keep the old semaphore and new runs use the new one."""
+    return f"dagrun-tag-{tag}-limit-{limit}"
+
+
+def _acquire(semaphore: distributed.Semaphore, tag: str, limit: int) -> None:
+    """Take a lease; while waiting for one, leave the worker's thread pool, so a waiting run
+    does not occupy a thread that other tasks could run on."""
+    if semaphore.acquire(timeout=0):
+        return
+    runs = "run" if limit == 1 else "runs"
+    get_run_logger().info(f"Waiting for a concurrency slot of tag '{tag}' (at most {limit} {runs} at once)")
+    distributed.secede()
+    try:
+        semaphore.acquire()
+    finally:
+        distributed.rejoin()
