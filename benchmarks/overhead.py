@@ -5,7 +5,7 @@ items plus one reduce. Each is measured for raw Dask and for dagrun (best of N r
 and dagrun runs alternating) on the same cluster, and the ratio dagrun / raw is printed. Run
 for both scheduler settings: worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1). dagrun runs
 with its run history on (the default; a temporary DAGRUN_HOME), and a last row compares the
-2,000-task fan-out with history on vs off (bar: history adds <= 10%), best of at least 5.
+2,000-task fan-out with history on vs off (bar: history adds <= 10%), best of at least 7.
 
     python benchmarks/overhead.py [--repeats 3] [--saturation inf|1.1|both]
 """
@@ -117,7 +117,7 @@ def measure(saturation: float, repeats: int) -> list[tuple[str, float, float]]:
             rows.append((label, raw_best, dag_best))
         independent = dagrun_independent.with_options(executor=executor)
         on, off = best_alternating(
-            max(repeats, 5), lambda: independent(2000), without_history(lambda: independent(2000))
+            max(repeats, 7), lambda: independent(2000), without_history(lambda: independent(2000))
         )
         rows.append(("2,000 tasks: history on/off", off, on))
     finally:

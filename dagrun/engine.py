@@ -174,7 +174,7 @@ class FlowRunEngine:
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             time.sleep(delay)
             attempt += 1
-        self._record_timings(started)
+        self._record_timings()
         return self._finish(
             State(
                 state.type, message=state.message, data=state.data, exception=state.exception,
@@ -182,21 +182,16 @@ class FlowRunEngine:
             )
         )
 
-    def _record_timings(self, since: float) -> None:
+    def _record_timings(self) -> None:
         """Add the executor's start/end/worker of each task run to the history, in one batch."""
         if self.recorder is None or self.tasks is None:
             return
+        finished = {dask_key(run): run.id for run in self.tasks.runs if run.state.is_final()}
         try:
-            timings = self.session.task_timings(since)
+            timings = self.session.task_timings(finished)
         except Exception:  # noqa: BLE001 - timings are nice to have; the scheduler may be gone
             return
-        self.recorder.task_timings(
-            [
-                (run.id, *timing)
-                for run in self.tasks.runs
-                if run.state.is_final() and (timing := timings.get(dask_key(run))) is not None
-            ]
-        )
+        self.recorder.task_timings([(finished[key], *timing) for key, timing in timings.items()])
 
     def _finish(self, state: State) -> State:
         """Record the final state: log it, store it, run hooks and notifiers."""

@@ -7,6 +7,7 @@
 | `dask.py`          | `DaskExecutor` and its session: the driver's side of Dask            |
 | `dask_worker.py`   | what runs on Dask workers (imported there: no driver-side code)      |
 | `dask_clusters.py` | building the clusters dagrun starts, checking those it attaches to   |
+| `dask_spans.py`    | a scheduler plugin keeping where and when tasks ran, for the history |
 
 `DaskExecutor` is imported on first use, so code that only needs the in-process executor
 does not pay for importing `distributed`.

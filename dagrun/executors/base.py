@@ -87,9 +87,9 @@ class ExecutorSession(ABC):
     def collect_timings(self) -> None:
         """Start keeping what `task_timings` reports (only runs that are recorded pay for it)."""
 
-    def task_timings(self, since: float) -> dict[str, tuple[str, float, float]]:
-        """Executor-side timings (key -> (worker, start, stop)) for tasks whose own runner
-        did not report them; empty when runners report their own."""
+    def task_timings(self, keys: Iterable[str]) -> dict[str, tuple[str | None, float, float]]:
+        """Executor-side timings (key -> (worker, start, stop)) of `keys`, for tasks whose own
+        runner did not report them; empty when runners report their own."""
         return {}
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ from dagrun.executors.dask_clusters import (
     cluster_arguments,
     cluster_family,
 )
+from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_worker import (
     LOG_TOPIC,
     TagSlots,
@@ -196,7 +198,7 @@ class DaskSession(ExecutorSession):
         while time.monotonic() < deadline:
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
-                if self._collecting_timings:  # nor its task stream
+                if self._collecting_timings:  # nor its spans plugin
                     self._collecting_timings = False
                     self.collect_timings()
                 return True
@@ -215,24 +217,13 @@ class DaskSession(ExecutorSession):
 
     def collect_timings(self) -> None:
         if not self._collecting_timings:
-            self.client.get_task_stream(start=time.time())  # switches on the scheduler's task stream
+            self.client.run_on_scheduler(install_spans)
             self._collecting_timings = True
 
-    def task_timings(self, since: float) -> dict[str, tuple[str, float, float]]:
-        """key -> (worker, start, stop) of tasks computed since `since`, from the task stream."""
-
-        # Boiled down on the scheduler: a fraction of the bytes `get_task_stream` sends. Nested,
-        # so it is pickled by value and a scheduler without dagrun installed can run it.
-        def compute_spans(dask_scheduler: Any, start: float) -> dict[str, tuple[str, float, float]]:
-            plugin = dask_scheduler.plugins.get("task-stream")
-            spans = {}
-            for record in plugin.collect(start=start) if plugin is not None else ():
-                computes = [s for s in record["startstops"] if s.get("action") == "compute"]
-                if computes:
-                    spans[record["key"]] = (record.get("worker"), computes[0]["start"], computes[-1]["stop"])
-            return spans
-
-        return self.client.run_on_scheduler(compute_spans, start=since)
+    def task_timings(self, keys: Iterable[str]) -> dict[str, Span]:
+        """key -> (worker, start, stop) of those of `keys` that ran, taken from the scheduler."""
+        spans: dict[str, Span] = pickle.loads(self.client.run_on_scheduler(take_spans, keys=list(keys)))
+        return spans
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
