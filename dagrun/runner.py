@@ -103,8 +103,8 @@ def run_task(
     record sent to the sink carries its checksum and size (no data) for downstream keys.
     A `retrying` record reports each failed attempt that is retried (for the run history).
     With `spec.report`, a `finished` record tells the driver when the run started and ended
-    and how many attempts it took (executors that know timings themselves, like Dask's task
-    stream, leave `report` off so the hot path sends nothing extra).
+    and how many attempts it took (executors that know timings themselves, like Dask's
+    scheduler, leave `report` off so the hot path sends nothing extra).
     """
     task = spec.task
     context = TaskRunContext(

@@ -124,7 +124,7 @@ class DaskSession(ExecutorSession):
         so every call would crowd onto the one worker holding the spec."""
         entry = self._shared_specs.get(id(spec))
         if entry is None:
-            # Timings come from Dask's task stream (`task_timings`), not from per-task records.
+            # Timings come from the scheduler (`task_timings`), not from per-task records.
             shipped = dataclasses.replace(spec, report=False, concurrency_slots=self._slots_for(spec.task))
             entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped))  # holding spec pins its id
         return entry[1]

@@ -141,7 +141,7 @@ class TaskRunTimings:
 
     Each entry is `(task_run_id, worker, start_time, end_time)` on the worker's clock. It
     fills those fields of runs already recorded and adds no state: executors that learn
-    timings after the fact (Dask's task stream, read once at the end of a run) report them
+    timings after the fact (from the Dask scheduler, once at the end of a run) report them
     here instead of sending a second state per task.
     """
 
