@@ -113,6 +113,7 @@ def test_ctrl_c_cancels_exits_130_and_leaves_no_process(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "dagrun", "run", "flows.py:long_running", "--param", f"marker={marker}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
     )
     try:
         deadline = time.monotonic() + 60
@@ -121,12 +122,18 @@ def test_ctrl_c_cancels_exits_130_and_leaves_no_process(tmp_path):
             time.sleep(0.05)
         family = {process.pid} | {c.pid for c in psutil.Process(process.pid).children(recursive=True)}
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=30)
+            pytest.fail(f"dagrun run was still running 60 s after Ctrl-C; where its threads were:\n{stderr[-20000:]}")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, stderr
     assert "Cancelled" in stderr
+    assert "Traceback" not in stderr  # workers ignore the group's SIGINT: the driver stops them
     _, alive = psutil.wait_procs([psutil.Process(p) for p in family if psutil.pid_exists(p)], timeout=15)
     assert alive == []
 

@@ -27,6 +27,7 @@ import distributed
 
 from dagrun.cluster_config import import_cluster_class
 from dagrun.errors import ConfigError
+from dagrun.executors import dask_worker
 
 THREADS_PER_WORKER = 4
 # Set while dagrun starts a cluster: read by a scheduler started in this process, and passed
@@ -127,6 +128,10 @@ def managed_cluster_kwargs(
     family = cluster_family(cluster_class)
     name = getattr(cluster_class, "__qualname__", repr(cluster_class))
     worker_env = dict(worker_env)
+    if family == "local" and kwargs.get("processes") is not False:
+        # Worker processes ignore Ctrl-C: the driver stops them (see `dask_worker.dask_setup`).
+        preload = kwargs.get("preload", dask.config.get("distributed.worker.preload"))
+        kwargs["preload"] = [*([preload] if isinstance(preload, str) else preload or []), dask_worker.__name__]
     if family == "kubernetes":
         kwargs["env"] = _kubernetes_env(kwargs.get("env"), worker_env)
     elif worker_env and family == "local":

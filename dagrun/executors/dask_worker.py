@@ -8,6 +8,8 @@ travel back to the driver as Dask events on the `LOG_TOPIC` topic.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,18 @@ from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
 
 LOG_TOPIC = "dagrun-logs"
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload hook for the worker processes of a LocalCluster dagrun starts (see
+    `dask_clusters.managed_cluster_kwargs`): they ignore SIGINT.
+
+    They are the driver's children, in its process group, so a terminal's Ctrl-C reaches them
+    too. The driver handles it: it cancels the run, then closes the cluster. A worker dying of
+    it mid-task instead prints a traceback and races its nanny's restart against that close.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _forward_log(line: dict) -> None:
