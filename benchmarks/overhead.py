@@ -3,9 +3,10 @@
 Scenarios: 2,000 independent trivial tasks; a chain of 300 dependent tasks; a map over 2,000
 items plus one reduce. Each is measured for raw Dask and for dagrun (best of N repeats, raw
 and dagrun runs alternating) on the same cluster, and the ratio dagrun / raw is printed. Run
-for both scheduler settings: worker-saturation=inf (dagrun's default local cluster) and Dask's default (1.1). dagrun runs
-with its run history on (the default; a temporary DAGRUN_HOME), and a last row compares the
-2,000-task fan-out with history on vs off (bar: history adds <= 10%), best of at least 7.
+for both scheduler settings: worker-saturation=inf (dagrun's default local cluster) and
+Dask's default (1.1). dagrun runs with its run history on (the default; a temporary
+DAGRUN_HOME), and two last rows compare the 2,000-task fan-out with history on vs off (bar:
+history adds <= 10%): at least 15 runs each, alternating, best and median.
 
     python benchmarks/overhead.py [--repeats 3] [--saturation inf|1.1|both]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -78,16 +80,16 @@ SCENARIOS = [
 ]
 
 
-def best_alternating(repeats: int, *fns) -> list[float]:
-    """Each function's best time over `repeats` rounds that run them in turn, so that drift in
-    the machine's load (other processes, the cluster warming up) falls on all of them alike."""
+def alternating(repeats: int, *fns) -> list[list[float]]:
+    """Each function's times over `repeats` rounds that run them in turn, so that drift in the
+    machine's load (other processes, the cluster warming up) falls on all of them alike."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, measured in zip(fns, times):
             start = time.perf_counter()
             fn()
             measured.append(time.perf_counter() - start)
-    return [min(measured) for measured in times]
+    return times
 
 
 def without_history(fn):
@@ -113,13 +115,16 @@ def measure(saturation: float, repeats: int) -> list[tuple[str, float, float]]:
         for label, raw, dagrun_flow, n in SCENARIOS:
             flow_with_cluster = dagrun_flow.with_options(executor=executor)
             raw(client, n), flow_with_cluster(n)  # warm up both paths
-            raw_best, dag_best = best_alternating(repeats, lambda: raw(client, n), lambda: flow_with_cluster(n))
-            rows.append((label, raw_best, dag_best))
+            raw_times, dag_times = alternating(repeats, lambda: raw(client, n), lambda: flow_with_cluster(n))
+            rows.append((label, min(raw_times), min(dag_times)))
         independent = dagrun_independent.with_options(executor=executor)
-        on, off = best_alternating(
-            max(repeats, 7), lambda: independent(2000), without_history(lambda: independent(2000))
+        on, off = alternating(
+            max(repeats, 15), lambda: independent(2000), without_history(lambda: independent(2000))
         )
-        rows.append(("2,000 tasks: history on/off", off, on))
+        rows.append(("2,000 tasks: history, best", min(off), min(on)))
+        # Run times here have long tails both ways (2.2-3.1 s for the same run): the median of
+        # alternating runs is the steadier measure of what history costs.
+        rows.append(("2,000 tasks: history, median", statistics.median(off), statistics.median(on)))
     finally:
         client.close()
         cluster.close()
@@ -137,7 +142,7 @@ def main() -> None:
     logging.getLogger("dagrun").setLevel(logging.WARNING)  # no per-run banner lines in the table
     os.environ["DAGRUN_HOME"] = tempfile.mkdtemp(prefix="dagrun-bench-")
     print(f"{'scenario':<28} {'saturation':>10} {'raw s':>8} {'dagrun s':>9} {'ratio':>6}")
-    print(f"{'':<28} {'':>10} {'(off)':>8} {'(on)':>9}   <- last row: history off vs on")
+    print(f"{'':<28} {'':>10} {'(off)':>8} {'(on)':>9}   <- history rows: off vs on")
     for saturation in settings:
         for label, raw_time, dag_time in measure(saturation, options.repeats):
             print(f"{label:<28} {saturation:>10} {raw_time:8.3f} {dag_time:9.3f} {dag_time / raw_time:6.2f}")

@@ -217,12 +217,14 @@ class DaskSession(ExecutorSession):
 
     def collect_timings(self) -> None:
         if not self._collecting_timings:
-            self.client.run_on_scheduler(install_spans)
+            self.client.run_on_scheduler(install_spans, client=self.client.id)
             self._collecting_timings = True
 
     def task_timings(self, keys: Iterable[str]) -> dict[str, Span]:
         """key -> (worker, start, stop) of those of `keys` that ran, taken from the scheduler."""
-        spans: dict[str, Span] = pickle.loads(self.client.run_on_scheduler(take_spans, keys=list(keys)))
+        spans: dict[str, Span] = pickle.loads(
+            self.client.run_on_scheduler(take_spans, client=self.client.id, keys=list(keys))
+        )
         return spans
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:
