@@ -6,9 +6,7 @@ to Dask workers that cannot import it; its directory goes on `sys.path`, as for 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import cloudpickle
 
 from dagrun.errors import ConfigError
 from dagrun.flows import Flow
+from dagrun.user_files import import_file
 
 
 def load_flows(path: str) -> dict[str, Flow]:
@@ -25,14 +24,10 @@ def load_flows(path: str) -> dict[str, Flow]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"No such flow file: {path}")
-    module_name = "dagrun_user_" + re.sub(r"\W", "_", file.stem)
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"Cannot import {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(file.resolve().parent))
-    spec.loader.exec_module(module)
+    try:
+        module = import_file(file)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     cloudpickle.register_pickle_by_value(module)
     return {name: value for name, value in vars(module).items() if isinstance(value, Flow)}
 

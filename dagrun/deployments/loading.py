@@ -26,9 +26,6 @@ Importing a Python file runs its top-level code, as `python FILE` would.
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
 import traceback
 from collections.abc import Mapping
 from dataclasses import replace
@@ -43,6 +40,7 @@ from dagrun.deployments.declaration import Deployment, make_deployment
 from dagrun.deployments.triggers import Trigger
 from dagrun.errors import ConfigError
 from dagrun.flows import Flow
+from dagrun.user_files import import_file
 
 YAML_KEYS = (
     "name",
@@ -209,18 +207,9 @@ def _triggers(value: Any, where: str) -> list[Trigger]:
 
 
 def _import(file: Path) -> ModuleType:
-    """Import `file` as `python FILE` would see it (its directory on `sys.path`)."""
-    module_name = "dagrun_user_" + re.sub(r"\W", "_", file.stem)
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"Cannot import {file}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    directory = str(file.resolve().parent)
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
+    """Import `file` as `python FILE` would; what it raises becomes one ConfigError line."""
     try:
-        spec.loader.exec_module(module)
+        module = import_file(file)
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
     except SyntaxError as exc:

@@ -69,25 +69,24 @@ def requests(connection: Any, deployment: str | None, limit: int | None) -> list
         "LEFT JOIN deployment_runs r ON r.id = q.flow_run_id "
         "LEFT JOIN flow_runs f ON f.id = r.id"
     )
-    parameters: list[Any] = []
-    if deployment is not None:
-        sql += " WHERE q.deployment = ?"
-        parameters.append(deployment)
-    sql += " ORDER BY q.id DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        parameters.append(limit)
-    return _decoded(connection.execute(sql, parameters).fetchall())
+    return _listed(connection, sql, "q.deployment", deployment, "q.id DESC", limit)
 
 
 def claims(connection: Any, deployment: str | None, limit: int | None) -> list[Row]:
     """Runs services claimed, newest first, each with its state in the history if recorded."""
     sql = f"SELECT {_CLAIM_COLUMNS} FROM deployment_runs r {_JOIN_HISTORY}"
+    return _listed(connection, sql, "r.deployment", deployment, "r.claimed_at DESC, r.started_at DESC, r.id", limit)
+
+
+def _listed(
+    connection: Any, sql: str, column: str, deployment: str | None, order: str, limit: int | None
+) -> list[Row]:
+    """`sql`'s rows, of one deployment if given, in `order`, at most `limit`."""
     parameters: list[Any] = []
     if deployment is not None:
-        sql += " WHERE r.deployment = ?"
+        sql += f" WHERE {column} = ?"
         parameters.append(deployment)
-    sql += " ORDER BY r.claimed_at DESC, r.started_at DESC, r.id"
+    sql += f" ORDER BY {order}"
     if limit is not None:
         sql += " LIMIT ?"
         parameters.append(limit)
