@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from distributed.comm.core import CommClosedError
 
 LOG_TOPIC = "dagrun-logs"
 MAX_LINES = 256
@@ -61,9 +62,13 @@ class LineBatches:
         """Send the queued lines now, as one event."""
         with self._lock:
             lines, self._lines, self._bytes = self._lines, [], 0
-            if lines:
+            if not lines:
+                return
+            try:
                 # Under the lock, so batches leave in the order their lines were added.
                 self._worker.log_event(LOG_TOPIC, msgpack.packb(lines, use_bin_type=True))
+            except CommClosedError:
+                pass  # the worker is closing: its runs' results cannot reach the driver either
 
 
 _BATCHES: weakref.WeakKeyDictionary[Any, LineBatches] = weakref.WeakKeyDictionary()
