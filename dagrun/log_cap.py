@@ -28,6 +28,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Mapping
+
 from dagrun.context import LogSink
 from dagrun.errors import ConfigError
 
