@@ -11,6 +11,7 @@ variable that overrides it.
 | `DAGRUN_RESULTS_KEY`    | unset                       | key that signs result-store entries      |
 | `DAGRUN_REFRESH_CACHE`  | unset                       | `1` recomputes every cached task         |
 | `DAGRUN_DATABASE_URL`   | `$DAGRUN_HOME/dagrun.db`    | run-history database                     |
+| `DAGRUN_LOG_CAP_BYTES`  | `10000000`                  | log bytes per task run attempt (`off`)   |
 """
 
 from __future__ import annotations

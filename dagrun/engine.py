@@ -32,6 +32,7 @@ from dagrun.errors import CrashedError, FlowTimeoutError, ParameterValidationErr
 from dagrun.executors import resolve_executor
 from dagrun.executors.base import ExecutorSession
 from dagrun.hooks import run_flow_hooks
+from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
@@ -73,6 +74,7 @@ def run_flow(
         engine.recorder = parent.engine.recorder
         state = engine.run(parent.engine.session)
     else:
+        log_cap_bytes()  # a bad DAGRUN_LOG_CAP_BYTES fails here, before anything starts
         chosen = resolve_executor(executor, flow.executor)
         engine.recorder = RunRecorder.open()
         try:

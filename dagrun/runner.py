@@ -26,6 +26,7 @@ from dagrun.errors import ResultStoreError, SerializationError
 from dagrun.hashing import content_hash
 from dagrun.results import CacheMiss, ResultStore
 from dagrun.results.serializers import dumps
+from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
 
@@ -51,6 +52,9 @@ class TaskSpec:
     # Held around all attempts of a call: one slot per tag of the task that has a concurrency
     # limit. Set by an executor that enforces limits cluster-wide (Dask); None runs at once.
     concurrency_slots: Callable[[], AbstractContextManager[Any]] | None = None
+    # Bytes of log per attempt (see `dagrun.log_cap`), read from the driver's environment so
+    # remote workers follow it; 0 means no cap, None this process's DAGRUN_LOG_CAP_BYTES.
+    log_cap_bytes: int | None = None
 
 
 class SharedSpec:
@@ -107,13 +111,15 @@ def run_task(
     scheduler, leave `report` off so the hot path sends nothing extra).
     """
     task = spec.task
+    cap = spec.log_cap_bytes if spec.log_cap_bytes is not None else log_cap_bytes()
+    capped = CappedLog(log_sink, cap or None)  # the run's lines; records go to log_sink
     context = TaskRunContext(
         task=task,
         task_run_id=task_run_id,
         task_run_name=f"{task.name}-{index}",
         flow_run_id=spec.flow_run_id,
         flow_run_name=spec.flow_run_name,
-        log_sink=log_sink,
+        log_sink=capped,
         log_prints=spec.log_prints,
     )
     if spec.log_prints:
@@ -122,11 +128,12 @@ def run_task(
     attempts = [time.time()]  # start time of each attempt
 
     def on_retry(attempt: int, delay: float, exception: BaseException) -> None:
+        capped.end_attempt()
         message = (
             f"Retry {attempt}/{task.retry_policy.retries} of '{task.name}' in {delay:.1f} s "
             f"after {type(exception).__name__}: {exception}"
         )
-        log_sink(make_log_line(context, logging.WARNING, message, "dagrun.task_run"))
+        capped(make_log_line(context, logging.WARNING, message, "dagrun.task_run"))
         log_sink({
                 "kind": "retrying", "task_run_id": task_run_id, "attempt": attempt, "message": message,
                 "start_time": attempts[-1], "timestamp": time.time(),
@@ -161,6 +168,7 @@ def run_task(
             check_serializable(value, task.name)
         return value
     finally:
+        capped.end_attempt()
         if spec.report or "checksum" in finished:
             log_sink({
                 **finished, "attempts": len(attempts), "start_time": attempts[0],

@@ -32,6 +32,7 @@ from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, Res
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.futures import TaskFuture
 from dagrun.hooks import run_task_hooks
+from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import log_line
 from dagrun.recorder import RunRecorder
 from dagrun.results import ResultStore
@@ -231,7 +232,8 @@ class TaskRunTracker:
             log_prints = self.log_prints if task.log_prints is None else task.log_prints
             store = self._cache_planner().store if task.cache else None
             spec = self._specs[task] = TaskSpec(
-                task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self.recorder is not None
+                task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self.recorder is not None,
+                log_cap_bytes=log_cap_bytes() or 0,
             )
         return spec
 

@@ -50,9 +50,9 @@ from dagrun.executors.dask_clusters import (
     cluster_arguments,
     cluster_family,
 )
+from dagrun.executors.dask_logs import LOG_TOPIC, receive
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_worker import (
-    LOG_TOPIC,
     TagSlots,
     load_on_worker,
     ordering_marker,
@@ -90,7 +90,7 @@ class DaskSession(ExecutorSession):
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
-        client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
+        client.subscribe_topic(LOG_TOPIC, receive(on_log))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]

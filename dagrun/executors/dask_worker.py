@@ -2,7 +2,7 @@
 
 Dask pickles these functions by reference (module and name), so they live here, in a module
 every worker can import without the driver's session, cluster or history code. Log lines
-travel back to the driver as Dask events on the `LOG_TOPIC` topic.
+travel back to the driver in batches, as Dask events on the `LOG_TOPIC` topic (`dask_logs`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from typing import Any
 
 import distributed
 
+from dagrun.executors.dask_logs import batches_of
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
-
-LOG_TOPIC = "dagrun-logs"
 
 
 def dask_setup(worker: Any) -> None:
@@ -35,7 +34,7 @@ def dask_setup(worker: Any) -> None:
 
 
 def _forward_log(line: dict) -> None:
-    """Worker-side log sink: send the line to the driver as a Dask event."""
+    """Worker-side log sink: queue the line for the driver (see `dask_logs`)."""
     try:
         worker = distributed.get_worker()
     except ValueError:  # not on a worker (e.g. a local client.run); print where we are
@@ -43,24 +42,34 @@ def _forward_log(line: dict) -> None:
         return
     if line.get("kind") == "finished":
         line["worker"] = worker.address
-    worker.log_event(LOG_TOPIC, line)
+    batches_of(worker).add(line)
+
+
+def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:
+    try:
+        return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+    finally:
+        try:
+            batches_of(distributed.get_worker()).flush()  # the run's last lines before its result
+        except ValueError:
+            pass
 
 
 # Three entry points, so the common call ships only what it uses (fewer graph nodes per task).
 def run_on_worker(spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, *args: Any) -> Any:
-    return run_task(spec.load(), task_run_id, index, args, {}, _forward_log, cache_key)
+    return _run(spec, task_run_id, index, args, {}, cache_key)
 
 
 def run_on_worker_with_kwargs(
     spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, *args: Any
 ) -> Any:
-    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+    return _run(spec, task_run_id, index, args, kwargs, cache_key)
 
 
 def run_after(
     spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, _markers: list, *args: Any
 ) -> Any:
-    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+    return _run(spec, task_run_id, index, args, kwargs, cache_key)
 
 
 def load_on_worker(spec: SharedSpec, cache_key: str) -> Any:
