@@ -98,7 +98,9 @@ def flow_invocation(
     if address or cluster:
         from dagrun.executors.dask import DaskExecutor
 
-        executor = DaskExecutor(address=address) if address else DaskExecutor.from_config(cluster)
+        executor = (
+            DaskExecutor(address=address, source="--address") if address else DaskExecutor.from_config(cluster)
+        )
     return flow, parameters, executor
 
 
