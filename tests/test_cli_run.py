@@ -15,6 +15,8 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The installed console script: next to this interpreter (a venv's bin/), else on PATH.
+DAGRUN = next((str(p) for p in [Path(sys.executable).with_name("dagrun")] if p.exists()), "dagrun")
 
 FLOWS = textwrap.dedent(
     '''
@@ -152,7 +154,7 @@ def test_python_dash_m_and_console_script_agree(tmp_path):
 
 def dagrun_script(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """The installed `dagrun` console script, as a user types it."""
-    return subprocess.run(["dagrun", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def only_error_line(result: subprocess.CompletedProcess) -> str:

@@ -25,6 +25,8 @@ from dagrun.cluster_config import (
 from dagrun.errors import ConfigError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+# The installed console script: next to this interpreter (a venv's bin/), else on PATH.
+DAGRUN = next((str(p) for p in [Path(sys.executable).with_name("dagrun")] if p.exists()), "dagrun")
 SHIPPED = ["local", "remote", "ssh", "kubernetes", "slurm"]
 TOP_LEVEL_KEYS = (
     "address, cluster, adapt, security, insecure, worker_env, scheduler_options, connect_timeout"
@@ -641,7 +643,7 @@ def run_with_config(tmp_path: Path, text: str) -> str:
     (tmp_path / "flow.py").write_text(FLOW_FILE)
     write_config(tmp_path, text)
     result = subprocess.run(
-        ["dagrun", "run", "flow.py", "--cluster", "./cluster.yaml"],
+        [DAGRUN, "run", "flow.py", "--cluster", "./cluster.yaml"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2, result.stderr

@@ -42,6 +42,8 @@ from dagrun.server.auth import SESSION_COOKIE
 
 TOKEN = "test-token-5f1e"
 WORKER = "tcp://127.0.0.1:40001"
+# The installed console script: next to this interpreter (a venv's bin/), else on PATH.
+DAGRUN = next((str(p) for p in [Path(sys.executable).with_name("dagrun")] if p.exists()), "dagrun")
 
 
 @dataclass(frozen=True)
@@ -596,7 +598,7 @@ def dagrun_server(database: Path, host: str, token: str) -> tuple[subprocess.Pop
     """The real `dagrun server` console script bound to `host` with `token`, and its port."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAGRUN_SERVER_TOKEN": token}
     process = subprocess.Popen(
-        ["dagrun", "server", "--database", str(database), "--host", host, "--port", "0"],
+        [DAGRUN, "server", "--database", str(database), "--host", host, "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     assert process.stdout is not None

@@ -22,23 +22,29 @@ from distributed.deploy import Cluster
 from dagrun.errors import ConfigError
 
 _NONE = "None"
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_INTEGER = ("an integer", lambda value: isinstance(value, int) and not isinstance(value, bool))
+_NUMBER = ("a number", _is_number)
+_STRING = ("a string", lambda value: isinstance(value, str))
+_BOOLEAN = ("true or false", lambda value: isinstance(value, bool))
+_MAPPING = ("a mapping", lambda value: isinstance(value, Mapping))
+_LIST = ("a list", _is_list)
+_NULL = (_NONE, lambda value: value is None)
 # What each type word in an annotation or docstring admits, and how a message says it.
 _TYPE_WORDS: Mapping[str, tuple[str, Any]] = {
-    "int": ("an integer", lambda value: isinstance(value, int) and not isinstance(value, bool)),
-    "integer": ("an integer", lambda value: isinstance(value, int) and not isinstance(value, bool)),
-    "float": ("a number", lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)),
-    "number": ("a number", lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)),
-    "str": ("a string", lambda value: isinstance(value, str)),
-    "string": ("a string", lambda value: isinstance(value, str)),
-    "bool": ("true or false", lambda value: isinstance(value, bool)),
-    "boolean": ("true or false", lambda value: isinstance(value, bool)),
-    "dict": ("a mapping", lambda value: isinstance(value, Mapping)),
-    "mapping": ("a mapping", lambda value: isinstance(value, Mapping)),
-    "list": ("a list", lambda value: isinstance(value, Sequence) and not isinstance(value, str)),
-    "sequence": ("a list", lambda value: isinstance(value, Sequence) and not isinstance(value, str)),
-    "tuple": ("a list", lambda value: isinstance(value, Sequence) and not isinstance(value, str)),
-    "none": (_NONE, lambda value: value is None),
-    "optional": (_NONE, lambda value: value is None),
+    "int": _INTEGER, "integer": _INTEGER, "float": _NUMBER, "number": _NUMBER,
+    "str": _STRING, "string": _STRING, "bool": _BOOLEAN, "boolean": _BOOLEAN,
+    "dict": _MAPPING, "mapping": _MAPPING, "list": _LIST, "sequence": _LIST, "tuple": _LIST,
+    "none": _NULL, "optional": _NULL,
 }
 _WRAPPER = re.compile(r"(?:typing\.)?(?:optional|union)\[(.*)\]", re.IGNORECASE)
 
