@@ -705,7 +705,8 @@ def test_a_value_the_cluster_class_refuses_at_construction_names_the_key(tmp_pat
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"n_workers": True}, "cluster.kwargs.n_workers must be an integer for LocalCluster, got bool True"),
     ({"processes": "yes"}, "cluster.kwargs.processes must be true or false"),
-    ({"dashboard_address": 8787}, "cluster.kwargs.dashboard_address must be a string for LocalCluster, got int 8787 (quote it in YAML)"),
+    ({"dashboard_address": 8787},
+     "cluster.kwargs.dashboard_address must be a string for LocalCluster, got int 8787 (quote it in YAML)"),
     ({"blocked_handlers": "feed"}, "cluster.kwargs.blocked_handlers must be a list"),
 ])
 def test_cluster_kwargs_are_checked_against_the_documented_types(kwargs, fragment) -> None:
