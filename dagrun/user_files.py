@@ -26,3 +26,14 @@ def import_file(file: Path) -> ModuleType:
         sys.path.insert(0, directory)
     spec.loader.exec_module(module)
     return module
+
+
+def describe_syntax_error(error: SyntaxError, file: Path) -> str:
+    """`FILE:LINE: SyntaxError: MESSAGE: CODE`, the parts of Python's report on one line; FILE
+    is the file with the error (the flow file, or a module it imports)."""
+    where = error.filename or str(file)
+    if Path(where).resolve() == file.resolve():
+        where = str(file)  # as the user wrote it
+    line = f":{error.lineno}" if error.lineno else ""
+    code = (error.text or "").strip()
+    return f"{where}{line}: {type(error).__name__}: {error.msg}" + (f": {code}" if code else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,11 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The installed console script: next to this interpreter (a venv's bin/), else on PATH.
+DAGRUN = next((str(p) for p in [Path(sys.executable).with_name("dagrun")] if p.exists()), "dagrun")
 
 FLOWS = textwrap.dedent(
     '''
@@ -146,3 +150,44 @@ def test_python_dash_m_and_console_script_agree(tmp_path):
     module = subprocess.run([sys.executable, "-m", "dagrun", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == module.returncode == 0
     assert result.stdout == module.stdout and "run" in result.stdout
+
+
+def dagrun_script(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The installed `dagrun` console script, as a user types it."""
+    return subprocess.run([DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def only_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a bad-input error prints; exit 2 and nothing else on stderr."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_an_unreachable_scheduler_is_one_line_naming_address_and_timeout(tmp_path):
+    write_flows(tmp_path)
+    with socket.socket() as unused:  # bound, never listening: connections to it are refused
+        unused.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{unused.getsockname()[1]}"
+        (tmp_path / "remote.yaml").write_text(f"address: {address}\ninsecure: true\nconnect_timeout: 1.5\n")
+        started = time.monotonic()
+        result = dagrun_script("run", "flows.py:doubler", "--cluster", "./remote.yaml", cwd=tmp_path)
+    line = only_error_line(result)
+    assert line.startswith(f"Error: remote.yaml: cannot connect to the Dask scheduler at {address} within 1.5 s: ")
+    assert "connect_timeout" in line
+    assert time.monotonic() - started < 60
+
+
+def test_a_syntax_error_in_the_flow_file_is_one_line_with_file_line_and_code(tmp_path):
+    (tmp_path / "broken.py").write_text("from dagrun import flow\n\n@flow\ndef f(:\n    pass\n")
+    line = only_error_line(dagrun_script("run", "broken.py", cwd=tmp_path))
+    assert line == "Error: broken.py:4: SyntaxError: invalid syntax: def f(:"
+
+
+def test_a_syntax_error_in_a_module_the_flow_file_imports_names_that_module(tmp_path):
+    (tmp_path / "helpers.py").write_text("VALUE = (1,\n")
+    (tmp_path / "uses.py").write_text("from helpers import VALUE\n")
+    line = only_error_line(dagrun_script("run", "uses.py", cwd=tmp_path))
+    assert line.startswith(f"Error: {tmp_path / 'helpers.py'}:1: SyntaxError: '(' was never closed"), line

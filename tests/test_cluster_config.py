@@ -25,6 +25,8 @@ from dagrun.cluster_config import (
 from dagrun.errors import ConfigError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+# The installed console script: next to this interpreter (a venv's bin/), else on PATH.
+DAGRUN = next((str(p) for p in [Path(sys.executable).with_name("dagrun")] if p.exists()), "dagrun")
 SHIPPED = ["local", "remote", "ssh", "kubernetes", "slurm"]
 TOP_LEVEL_KEYS = (
     "address, cluster, adapt, security, insecure, worker_env, scheduler_options, connect_timeout"
@@ -629,3 +631,105 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch, path, hidden, e
     assert message.startswith(f"cluster_configs/x.yaml: cluster class '{path}' needs ")
     assert f'pip install "dagrun[{extra}]"' in message
     assert f'pip install -e ".[{extra}]"' in message
+
+
+# --- what a cluster class may be and take, through the real `dagrun run` ----------------------
+
+FLOW_FILE = "from dagrun import flow\n\n@flow\ndef one():\n    return 1\n"
+
+
+def run_with_config(tmp_path: Path, text: str) -> str:
+    """`dagrun run flow.py --cluster ./cluster.yaml` (the console script); the one error line."""
+    (tmp_path / "flow.py").write_text(FLOW_FILE)
+    write_config(tmp_path, text)
+    result = subprocess.run(
+        [DAGRUN, "run", "flow.py", "--cluster", "./cluster.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_callable_that_is_not_a_dask_cluster_class_is_never_called(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    line = run_with_config(tmp_path, f"""
+        cluster:
+          class: os.system
+          kwargs: {{command: "touch {marker}"}}
+        """)
+    assert line.startswith("Error: cluster.yaml: cluster.class 'os.system' is not a Dask cluster class")
+    assert "it was not called" in line
+    assert not marker.exists()
+
+
+def test_a_class_given_in_code_must_be_a_dask_cluster_class_too() -> None:
+    from dagrun.executors.dask import DaskExecutor
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, **kwargs: object) -> None:
+            calls.append(kwargs)
+
+    with pytest.raises(ConfigError, match="'.*Recorder' is not a Dask cluster class"):
+        DaskExecutor(cluster=Recorder, cluster_kwargs={"n_workers": 1}).cluster_arguments()
+    assert calls == []
+
+
+def test_a_wrong_type_in_cluster_kwargs_names_file_key_and_expected_type(tmp_path: Path) -> None:
+    line = run_with_config(tmp_path, """
+        cluster:
+          class: distributed.LocalCluster
+          kwargs: {n_workers: two}
+        """)
+    assert line == (
+        "Error: cluster.yaml: cluster.kwargs.n_workers must be an integer for LocalCluster, "
+        "got str 'two'"
+    )
+
+
+def test_a_value_the_cluster_class_refuses_at_construction_names_the_key(tmp_path: Path) -> None:
+    # memory_limit is documented as "str, float, int, or None": the class itself refuses "lots".
+    line = run_with_config(tmp_path, """
+        cluster:
+          class: distributed.LocalCluster
+          kwargs: {n_workers: 1, processes: false, memory_limit: lots}
+        """)
+    assert line.startswith("Error: cluster.yaml: cluster.kwargs.memory_limit: LocalCluster refused 'lots': ")
+    assert "ValueError" in line
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"n_workers": True}, "cluster.kwargs.n_workers must be an integer for LocalCluster, got bool True"),
+    ({"processes": "yes"}, "cluster.kwargs.processes must be true or false"),
+    ({"dashboard_address": 8787},
+     "cluster.kwargs.dashboard_address must be a string for LocalCluster, got int 8787 (quote it in YAML)"),
+    ({"blocked_handlers": "feed"}, "cluster.kwargs.blocked_handlers must be a list"),
+])
+def test_cluster_kwargs_are_checked_against_the_documented_types(kwargs, fragment) -> None:
+    from distributed import LocalCluster
+
+    from dagrun.executors.cluster_checks import check_cluster_kwargs
+
+    with pytest.raises(ConfigError, match="^x.yaml: ") as raised:
+        check_cluster_kwargs(LocalCluster, kwargs, source="x.yaml")
+    assert fragment in str(raised.value)
+
+
+def test_cluster_kwargs_of_the_right_types_and_unknowable_ones_pass() -> None:
+    from dask_jobqueue import SLURMCluster
+    from dask_kubernetes.operator import KubeCluster
+    from distributed import LocalCluster, SpecCluster
+
+    from dagrun.executors.cluster_checks import check_cluster_kwargs
+
+    check_cluster_kwargs(LocalCluster, {"n_workers": 2, "memory_limit": "4GiB", "silence_logs": "error",
+                                        "host": None, "nthreads": 2}, source="x")
+    check_cluster_kwargs(SLURMCluster, {"cores": 8, "memory": "16GB", "death_timeout": 60,
+                                        "job_extra_directives": ["--exclusive"]}, source="x")
+    check_cluster_kwargs(KubeCluster, {"worker_command": "dask-worker", "env": {"A": "1"}}, source="x")
+    with pytest.raises(ConfigError, match="cluster.kwargs.n_workers: SpecCluster takes no argument 'n_workers'"):
+        check_cluster_kwargs(SpecCluster, {"n_workers": 2}, source="x")

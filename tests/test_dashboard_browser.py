@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -472,3 +473,39 @@ def test_a_deployment_is_run_from_its_form_and_the_run_appears(page: Any, server
     run = store.get_flow_run(claim["id"])
     assert run is not None
     assert (run["deployment"], run["parameters"]["x"]) == ("nightly", 7)
+
+
+def test_with_a_token_the_dashboards_buttons_still_work(page: Any, database: Any, tmp_path: Path) -> None:
+    """Token mode refuses a POST without X-Dagrun-Request even with the session cookie; the
+    dashboard's own Cancel and Pause buttons send it, so they keep working."""
+    from test_deployments import flows_module
+    from test_server_api import TOKEN, dagrun_server
+
+    from dagrun.deployments import DeploymentStore, make_deployment
+
+    store, _, _ = database
+    running = new_id()
+    store.apply([started(running, "etl", time.time(), day="2026-12-07")])
+    weekly = make_deployment(flows_module(tmp_path)["doubler"], name="weekly", cron="0 3 * * 1")
+    with DeploymentStore(store.path) as deployments:
+        deployments.register([weekly], datetime.now(UTC))
+        process, port = dagrun_server(store.path, "0.0.0.0", TOKEN)
+        try:
+            base = f"http://127.0.0.1:{port}/"
+            page.goto(f"{base}?token={TOKEN}")  # the login: a session cookie, the token dropped
+            assert page.url == base
+            page.goto(f"{base}#/runs/{running}")
+            page.get_by_role("button", name="Cancel run").click()
+            deadline = time.monotonic() + UPDATE_TIMEOUT_MS / 1000
+            while not store.cancel_requested(running):  # the button's POST went through
+                assert time.monotonic() < deadline, page.locator("main").inner_text()
+                time.sleep(0.05)
+
+            page.goto(f"{base}#/deployments")
+            card = page.locator('section.deployment-card[data-deployment="weekly"]')
+            card.get_by_role("button", name="Pause").click()
+            expect(card.locator(".paused-badge")).to_be_visible()
+            assert deployments.get("weekly")["paused"] is True
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from dagrun.server.auth import SESSION_COOKIE
 
 TOKEN = "test-token-5f1e"
 WORKER = "tcp://127.0.0.1:40001"
+# The installed console script: next to this interpreter (a venv's bin/), else on PATH.
+DAGRUN = next((str(p) for p in [Path(sys.executable).with_name("dagrun")] if p.exists()), "dagrun")
 
 
 @dataclass(frozen=True)
@@ -587,3 +590,66 @@ def test_the_command_is_named_server_and_documents_its_options() -> None:
     assert result.exit_code == 0
     for option in ("--host", "--port", "--database", "DAGRUN_SERVER_TOKEN", "127.0.0.1", "4200"):
         assert option in result.output
+
+
+# --- cross-site requests in token mode ---
+
+def dagrun_server(database: Path, host: str, token: str) -> tuple[subprocess.Popen[str], int]:
+    """The real `dagrun server` console script bound to `host` with `token`, and its port."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAGRUN_SERVER_TOKEN": token}
+    process = subprocess.Popen(
+        [DAGRUN, "server", "--database", str(database), "--host", host, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert process.stdout is not None
+    match = re.match(r"dagrun server: http://\S+:(\d+)/", process.stdout.readline())
+    if not match:
+        process.kill()
+        _, stderr = process.communicate(30)
+        pytest.fail(f"dagrun server did not start: {stderr}")
+    return process, int(match.group(1))
+
+
+def test_off_loopback_a_cookie_alone_cannot_cancel_run_or_pause(
+        history_store: HistoryStore, recorded_history: History) -> None:
+    """What a page on another site could make the user's browser send: the session cookie
+    (the browser attaches it) but no custom header. Nothing may change; the dashboard's own
+    requests, which send X-Dagrun-Request, still work."""
+    from dagrun import flow
+    from dagrun.deployments.declaration import make_deployment
+    from dagrun.deployments.store import DeploymentStore
+
+    @flow(name="nightly")
+    def nightly(x: int = 1) -> int:
+        return x
+
+    with DeploymentStore(history_store.path) as deployments:
+        deployments.register([make_deployment(nightly, name="nightly", cron="@daily")],
+                             datetime.now(UTC))
+        process, port = dagrun_server(history_store.path, "0.0.0.0", TOKEN)
+        try:
+            login = request(port, "GET", f"/?token={TOKEN}")
+            assert login.status == 302
+            cookie = {"Cookie": login.headers["Set-Cookie"].split(";", 1)[0]}
+            assert "Secure" not in login.headers["Set-Cookie"]  # plain http: a Secure cookie would never come back
+            actions = [f"/api/runs/{recorded_history.running}/cancel",
+                       "/api/deployments/nightly/run", "/api/deployments/nightly/pause"]
+            for path in actions:
+                forged = request(port, "POST", path, headers=cookie)
+                assert forged.status == 403, path
+                assert "X-Dagrun-Request" in forged.json()["error"]
+            assert not history_store.cancel_requested(recorded_history.running)
+            assert deployments.requests("nightly") == []
+            assert deployments.get("nightly")["paused"] is False
+
+            own = {**cookie, "X-Dagrun-Request": "1"}
+            assert [request(port, "POST", path, headers=own).status for path in actions] == [200, 202, 200]
+            assert history_store.cancel_requested(recorded_history.running)
+            assert len(deployments.requests("nightly")) == 1
+            assert deployments.get("nightly")["paused"] is True
+            # Behind a TLS proxy the cookie is Secure, so the browser never sends it over http.
+            proxied = request(port, "GET", f"/?token={TOKEN}", headers={"X-Forwarded-Proto": "https"})
+            assert "Secure" in proxied.headers["Set-Cookie"]
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)

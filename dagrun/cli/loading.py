@@ -16,7 +16,7 @@ import cloudpickle
 
 from dagrun.errors import ConfigError
 from dagrun.flows import Flow
-from dagrun.user_files import import_file
+from dagrun.user_files import describe_syntax_error, import_file
 
 
 def load_flows(path: str) -> dict[str, Flow]:
@@ -28,6 +28,8 @@ def load_flows(path: str) -> dict[str, Flow]:
         module = import_file(file)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except SyntaxError as exc:  # the README promises one line and exit 2 for bad input
+        raise ConfigError(describe_syntax_error(exc, file)) from None
     cloudpickle.register_pickle_by_value(module)
     return {name: value for name, value in vars(module).items() if isinstance(value, Flow)}
 
@@ -96,7 +98,9 @@ def flow_invocation(
     if address or cluster:
         from dagrun.executors.dask import DaskExecutor
 
-        executor = DaskExecutor(address=address) if address else DaskExecutor.from_config(cluster)
+        executor = (
+            DaskExecutor(address=address, source="--address") if address else DaskExecutor.from_config(cluster)
+        )
     return flow, parameters, executor
 
 

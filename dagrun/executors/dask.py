@@ -43,6 +43,7 @@ from dagrun.executors.base import (
     ExecutorSession,
     Submission,
 )
+from dagrun.executors.cluster_checks import construction_error
 from dagrun.executors.dask_clusters import (
     MANAGED_CLUSTER_CONFIG,
     check_tls_configured,
@@ -320,16 +321,22 @@ class DaskExecutor(Executor):
 
     def start(self, on_log: Callable[[dict], None]) -> DaskSession:
         if self.address is not None:
-            client = distributed.Client(
-                self.address, security=self.security, timeout=self.connect_timeout, set_as_default=False
-            )
+            try:
+                client = distributed.Client(
+                    self.address, security=self.security, timeout=self.connect_timeout, set_as_default=False
+                )
+            except OSError as error:  # TimeoutError included: distributed retries until the timeout
+                raise self._unreachable(error) from error
             return self._session(client, None, on_log, check_versions=True)
         if self.cluster is not None and not isinstance(self.cluster, (str, type)):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
             return self._session(client, None, on_log, check_versions=True)
         cluster_class, kwargs = self.cluster_arguments()
         with dask.config.set(MANAGED_CLUSTER_CONFIG):
-            cluster = cluster_class(**kwargs)
+            try:
+                cluster = cluster_class(**kwargs)
+            except (TypeError, ValueError) as error:  # a kwarg whose type the class does not state
+                raise construction_error(cluster_class, self.cluster_kwargs, error, source=self.source) from error
         try:
             if self.adapt:
                 if not callable(getattr(cluster, "adapt", None)):
@@ -359,6 +366,19 @@ class DaskExecutor(Executor):
             if cluster is not None:
                 cluster.close()
             raise
+
+    def _unreachable(self, error: OSError) -> ConfigError:
+        """One line for a scheduler that did not answer: the address, the timeout and the
+        first cause (distributed's own message names neither the config nor the fix)."""
+        cause: BaseException = error
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = f"{type(cause).__name__}: {cause}" if cause is not error else "no answer"
+        return ConfigError(
+            f"{self.source}: cannot connect to the Dask scheduler at {self.address} within "
+            f"{self.connect_timeout:g} s: {reason}; check that the scheduler is running and "
+            "reachable from here (a cluster config's connect_timeout sets how long to wait)"
+        )
 
     def cluster_arguments(self) -> tuple[Any, dict[str, Any]]:
         """(cluster class, keyword arguments) of the cluster `start()` creates, without

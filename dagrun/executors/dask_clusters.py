@@ -28,6 +28,7 @@ import distributed
 from dagrun.cluster_config import import_cluster_class
 from dagrun.errors import ConfigError
 from dagrun.executors import dask_worker
+from dagrun.executors.cluster_checks import check_cluster_kwargs, require_cluster_class
 
 THREADS_PER_WORKER = 4
 # Set while dagrun starts a cluster: read by a scheduler started in this process, and passed
@@ -218,7 +219,8 @@ def cluster_arguments(
 ) -> tuple[Any, dict[str, Any]]:
     """(cluster class, keyword arguments) of the cluster to start for `cluster` (None: the
     default local cluster; a class; or its dotted name), without starting it: configuration
-    errors surface here, before anything starts."""
+    errors surface here, before anything starts. Only Dask cluster classes are accepted, and
+    `cluster_kwargs` are checked against the types the class states (see `cluster_checks`)."""
     if cluster is None:
         workers, threads = default_cluster_size()
         cluster_class: Any = distributed.LocalCluster
@@ -230,13 +232,13 @@ def cluster_arguments(
             "dashboard_address": "127.0.0.1:0",
             **cluster_kwargs,
         }
-    elif isinstance(cluster, type):
-        cluster_class, kwargs = cluster, cluster_kwargs
-    elif isinstance(cluster, str):
-        cluster_class = import_cluster_class(cluster, source=source)
-        kwargs = cluster_kwargs
+    elif isinstance(cluster, (type, str)):
+        imported = import_cluster_class(cluster, source=source) if isinstance(cluster, str) else cluster
+        name = cluster if isinstance(cluster, str) else getattr(cluster, "__qualname__", repr(cluster))
+        cluster_class, kwargs = require_cluster_class(imported, name=name, source=source), cluster_kwargs
     else:
         raise ConfigError(f"{source}: the cluster object {cluster!r} is already running")
+    check_cluster_kwargs(cluster_class, cluster_kwargs, source=source)
     kwargs = managed_cluster_kwargs(
         cluster_class, kwargs, worker_env=worker_env, scheduler_options=scheduler_options, source=source
     )

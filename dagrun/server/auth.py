@@ -1,15 +1,22 @@
-"""Who may talk to the dashboard: the token check and the Host check every request passes.
+"""Who may talk to the dashboard: the token check, the Host check and the request header.
 
 With a token (required by `serve` on any non-loopback address) every request, pages, API and
 assets alike, must carry `Authorization: Bearer <token>`, or the session cookie that a
 browser gets by opening any page once with `?token=<token>`. The cookie holds an HMAC of the
-token rather than the token itself, is HttpOnly (scripts cannot read it) and SameSite=Strict
-(other sites' pages cannot send it). Tokens are compared with `hmac.compare_digest`.
+token rather than the token itself, is HttpOnly (scripts cannot read it), SameSite=Strict
+(other sites' pages cannot send it) and Secure when the request came over HTTPS (directly,
+or through a TLS proxy that says so in `X-Forwarded-Proto`). Tokens are compared with
+`hmac.compare_digest`. Off loopback the token crosses the network in every request, so the
+server belongs behind a TLS proxy.
 
 Without a token the server is on loopback only, where the remaining risk is a web page in the
 user's own browser: a DNS-rebinding page reaches 127.0.0.1 under a foreign Host name, so
-requests must name a loopback host; and a cross-site form can POST without a preflight, so
-state-changing requests must carry the `X-Dagrun-Request` header, which a form cannot set.
+requests must name a loopback host.
+
+In every mode a state-changing request (anything but GET and HEAD) must carry the
+`X-Dagrun-Request` header: a cross-site form can POST without a preflight, and the browser
+would attach the session cookie (SameSite is per site, not per origin), but a form cannot set
+a header. The dashboard's own scripts send it with every POST.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from tornado.web import RequestHandler
 SESSION_COOKIE = "dagrun_session"
 REQUEST_HEADER = "X-Dagrun-Request"
 """The header the dashboard's own scripts send with every POST (see the module docstring)."""
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -67,13 +75,15 @@ class GuardedHandler(RequestHandler):
         if token is None:
             if not is_loopback(_host_name(self.request.host)):
                 self.deny(403, f"Host {self.request.host!r} is not a loopback name")
-            elif self.request.method not in ("GET", "HEAD") and not self.request.headers.get(
-                REQUEST_HEADER
-            ):
-                self.deny(403, f"A {self.request.method} request needs the {REQUEST_HEADER} header")
+                return
+        elif not self._authorized(token):
+            self._login_or_refuse(token)
             return
-        if self._authorized(token):
-            return
+        if self.request.method not in _SAFE_METHODS and not self.request.headers.get(REQUEST_HEADER):
+            self.deny(403, f"A {self.request.method} request needs the {REQUEST_HEADER} header")
+
+    def _login_or_refuse(self, token: str) -> None:
+        """A GET with the right `?token=` gets the session cookie; anything else is a 401."""
         query_token = self.get_query_argument("token", None)
         if query_token is not None and self.request.method == "GET" and _same(query_token, token):
             self.set_cookie(
@@ -81,6 +91,7 @@ class GuardedHandler(RequestHandler):
                 session_cookie_value(token),
                 httponly=True,
                 samesite="Strict",
+                secure=self._over_https(),
                 path="/",
             )
             # Drop the token from the address bar (and the browser history) at once.
@@ -93,6 +104,12 @@ class GuardedHandler(RequestHandler):
             return
         self.set_header("WWW-Authenticate", 'Bearer realm="dagrun"')
         self.deny(401, "Unauthorized: send Authorization: Bearer <DAGRUN_SERVER_TOKEN>")
+
+    def _over_https(self) -> bool:
+        """Whether the browser reached us over HTTPS. A forged `X-Forwarded-Proto` can only
+        make the cookie Secure, which harms no one but the forger."""
+        forwarded = self.request.headers.get("X-Forwarded-Proto", "").partition(",")[0]
+        return self.request.protocol == "https" or forwarded.strip().lower() == "https"
 
     def _authorized(self, token: str) -> bool:
         scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
