@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
+
+from console_script import DAGRUN
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +55,7 @@ FLOWS = textwrap.dedent(
 
 def dagrun(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dagrun", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [*DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -111,7 +114,7 @@ def test_ctrl_c_cancels_exits_130_and_leaves_no_process(tmp_path):
     write_flows(tmp_path)
     marker = tmp_path / "started"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagrun", "run", "flows.py:long_running", "--param", f"marker={marker}"],
+        [*DAGRUN, "run", "flows.py:long_running", "--param", f"marker={marker}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
     )
@@ -139,10 +142,7 @@ def test_ctrl_c_cancels_exits_130_and_leaves_no_process(tmp_path):
 
 
 def test_python_dash_m_and_console_script_agree(tmp_path):
-    write_flows(tmp_path)
-    script = Path(sys.executable).parent / "dagrun"
-    command = [str(script)] if script.exists() else ["dagrun"]
-    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*DAGRUN, "--help"], capture_output=True, text=True, timeout=60)
     module = subprocess.run([sys.executable, "-m", "dagrun", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == module.returncode == 0
     assert result.stdout == module.stdout and "run" in result.stdout

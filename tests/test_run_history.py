@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from console_script import DAGRUN
 from dagrun import flow, get_run_logger, task
 from dagrun.history import HistoryStore
 from dagrun.notify import SlackNotifier, WebhookNotifier
@@ -28,7 +29,7 @@ def history() -> HistoryStore:
 
 def dagrun_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dagrun", *args], capture_output=True, text=True, timeout=timeout
+        [*DAGRUN, *args], capture_output=True, text=True, timeout=timeout
     )
 
 
