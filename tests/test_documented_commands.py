@@ -12,6 +12,8 @@ import pytest
 from console_script import dagrun
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+AROUND_THE_SCRIPT = re.compile(r"CliRunner|[\"']-m[\"'],\s*[\"']dagrun")  # in code, not prose
+MODULE_PATH_UNDER_TEST = "# python -m dagrun itself is under test"
 DOCUMENTED = ["run", "runs", "flows", "cache", "concurrency", "deployments", "serve", "server"]
 
 
@@ -63,3 +65,13 @@ def test_every_command_line_in_the_readme_names_a_real_command_and_subcommand(co
         result = dagrun(command, subcommand, "--help", timeout=60)
         assert result.returncode == 0, (command, subcommand, result.stderr)
         assert result.stdout.startswith(f"Usage: dagrun {command} {subcommand} "), result.stdout
+
+
+def test_no_test_reaches_a_command_around_the_console_script() -> None:
+    offenders = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted((REPOSITORY / "tests").glob("*.py")) if path.name != Path(__file__).name
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if AROUND_THE_SCRIPT.search(line) and MODULE_PATH_UNDER_TEST not in line
+    ]
+    assert offenders == [], "run commands through console_script.dagrun / DAGRUN:\n" + "\n".join(offenders)
