@@ -1,7 +1,8 @@
 """Shared fixtures: the executors every behaviour test runs on, and process bookkeeping.
 
 `executor` runs a test twice: on the in-process executor and on a real LocalCluster with
-worker processes (shared by the session, so tests do not pay a cluster start each).
+worker processes (shared by the session, so tests do not pay a cluster start each). Under
+`CI=true` a skipped test fails (the hooks from `real_parts`): CI must run every real part.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from dagrun.executors import DaskExecutor, InProcessExecutor
 from dagrun.logs import console_logger
+from real_parts import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (hooks)
 
 
 @pytest.fixture(autouse=True)

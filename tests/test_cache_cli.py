@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from console_script import DAGRUN
 
 FLOWS = textwrap.dedent(
     '''
@@ -52,7 +53,7 @@ FLOWS = textwrap.dedent(
 
 def dagrun(*args: str, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dagrun", *args], cwd=cwd, input=input, capture_output=True, text=True,
+        [*DAGRUN, *args], cwd=cwd, input=input, capture_output=True, text=True,
         timeout=300, check=False,
     )
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from console_script import DAGRUN
+
 REPO = Path(__file__).resolve().parents[1]
-# The installed console script: next to this interpreter (a venv's bin/), else on PATH.
-DAGRUN = next((str(p) for p in [Path(sys.executable).with_name("dagrun")] if p.exists()), "dagrun")
 
 FLOWS = textwrap.dedent(
     '''
@@ -56,7 +56,7 @@ FLOWS = textwrap.dedent(
 
 def dagrun(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dagrun", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [*DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -115,7 +115,7 @@ def test_ctrl_c_cancels_exits_130_and_leaves_no_process(tmp_path):
     write_flows(tmp_path)
     marker = tmp_path / "started"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagrun", "run", "flows.py:long_running", "--param", f"marker={marker}"],
+        [*DAGRUN, "run", "flows.py:long_running", "--param", f"marker={marker}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
     )
@@ -143,18 +143,18 @@ def test_ctrl_c_cancels_exits_130_and_leaves_no_process(tmp_path):
 
 
 def test_python_dash_m_and_console_script_agree(tmp_path):
-    write_flows(tmp_path)
-    script = Path(sys.executable).parent / "dagrun"
-    command = [str(script)] if script.exists() else ["dagrun"]
-    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
-    module = subprocess.run([sys.executable, "-m", "dagrun", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*DAGRUN, "--help"], capture_output=True, text=True, timeout=60)
+    module = subprocess.run(
+        [sys.executable, "-m", "dagrun", "--help"],  # python -m dagrun itself is under test
+        capture_output=True, text=True, timeout=60,
+    )
     assert result.returncode == module.returncode == 0
     assert result.stdout == module.stdout and "run" in result.stdout
 
 
 def dagrun_script(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """The installed `dagrun` console script, as a user types it."""
-    return subprocess.run([DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def only_error_line(result: subprocess.CompletedProcess) -> str:

@@ -12,6 +12,7 @@ from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
+from real_parts import require_module
 
 from dagrun.cluster_config import (
     ClusterConfig,
@@ -101,7 +102,7 @@ def test_ssh_config_names_sshcluster_arguments(in_repository: None) -> None:
 
 
 def test_slurm_config_renders_a_job_script(in_repository: None, monkeypatch, tmp_path) -> None:
-    dask_jobqueue = pytest.importorskip("dask_jobqueue", reason="needs the [slurm] extra")
+    dask_jobqueue = require_module("dask_jobqueue", "dask-jobqueue", "pip install -e '.[test]'")
     config = load_cluster_config("slurm")
     cluster_class = import_cluster_class(config.cluster_class, source=config.source)
     assert cluster_class is dask_jobqueue.SLURMCluster
@@ -134,9 +135,7 @@ def test_slurm_config_renders_a_job_script(in_repository: None, monkeypatch, tmp
 
 
 def test_kubernetes_config_builds_a_cluster_spec(in_repository: None) -> None:
-    operator = pytest.importorskip(
-        "dask_kubernetes.operator", reason="needs the [kubernetes] extra"
-    )
+    operator = require_module("dask_kubernetes.operator", "dask-kubernetes", "pip install -e '.[test]'")
     config = load_cluster_config("kubernetes")
     assert import_cluster_class(config.cluster_class, source=config.source) is operator.KubeCluster
     inspect.signature(operator.KubeCluster).bind(**config.cluster_kwargs)
@@ -487,7 +486,7 @@ def test_security_kwargs_without_a_security_block_is_empty() -> None:
 
 def write_certificates(directory: Path) -> None:
     """A CA and a client certificate signed by it, as PEM files."""
-    pytest.importorskip("cryptography", reason="generates the test certificates")
+    require_module("cryptography", "cryptography (makes the test certificates)", "pip install -e '.[test]'")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

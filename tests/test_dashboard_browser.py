@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright).
 
-The server is the real `python -m dagrun.cli.server_command` on 127.0.0.1 (random port) over
+The server is the real `dagrun server` (the console script) on 127.0.0.1 (random port) over
 an SQLite file that this process writes to while pages are open, as a running flow's driver
 would. Screenshots go to $DAGRUN_SCREENSHOT_DIR when it is set (`docs/make_screenshots.py`
 sets it to docs/screenshots), else to the test's temporary directory.
@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,17 +29,13 @@ from dagrun.history import (
     TaskRunState,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
-playwright_sync = pytest.importorskip(
-    "playwright.sync_api", reason="needs playwright (pip install playwright)"
-)
-
 sys.path.insert(0, str(Path(__file__).parent))
+from console_script import DAGRUN  # noqa: E402
+from real_parts import require_module, require_part  # noqa: E402
 from test_server_api import History, new_id, record_history, started  # noqa: E402
+
+CHROMIUM = Path(os.environ.get("DAGRUN_TEST_CHROMIUM", "/usr/bin/chromium"))
+"""Debian's Chromium (Playwright never downloads a browser); DAGRUN_TEST_CHROMIUM names another."""
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -87,7 +84,7 @@ class DashboardServer:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("DAGRUN_SERVER_TOKEN", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dagrun.cli.server_command", "--host", "127.0.0.1",
+            [*DAGRUN, "server", "--host", "127.0.0.1",
              "--port", "0", "--database", f"sqlite:///{database}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
@@ -164,8 +161,16 @@ def server(database: tuple[HistoryStore, History, str]) -> Iterator[DashboardSer
         running.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def playwright_sync() -> ModuleType:
+    """Playwright and Chromium, the real parts these tests drive, checked before anything starts:
+    missing, they skip the tests here and fail them under CI (`CI=true`)."""
+    require_part("Chromium", CHROMIUM.exists(), f"apt-get install chromium (looked for {CHROMIUM})")
+    return require_module("playwright.sync_api", "Playwright", "pip install -e '.[test]'")
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(playwright_sync: ModuleType) -> Iterator[Any]:
     with playwright_sync.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -198,7 +203,9 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def expect(target: Any) -> Any:
-    return playwright_sync.expect(target)
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
 
 
 def node(page: Any, task_name: str) -> Any:

@@ -29,9 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
+from console_script import dagrun
 
-from dagrun.cli.deploy_commands import deployments_group
 from dagrun.deployments import (
     Deployment,
     DeploymentStore,
@@ -859,17 +858,16 @@ def test_cli_lists_runs_pauses_and_resumes(
     monkeypatch.setenv("DAGRUN_DATABASE_URL", str(store.path))
     nightly = make_deployment(flows["doubler"], name="nightly", cron="0 2 * * *", timezone="Europe/Berlin")
     store.register([nightly], datetime.now(UTC))
-    runner = CliRunner()
-    listed = runner.invoke(deployments_group, ["ls", "--json"])
-    assert listed.exit_code == 0, listed.output
-    (entry,) = json.loads(listed.output)
+    listed = dagrun("deployments", "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = json.loads(listed.stdout)
     assert entry["schedule"] == "cron '0 2 * * *' (Europe/Berlin)"
     assert len(entry["next_runs"]) == 3
     assert all(datetime.fromisoformat(slot).astimezone(BERLIN).hour == 2 for slot in entry["next_runs"])
     assert entry["last_run"] is None and entry["paused"] is False
 
-    table = runner.invoke(deployments_group, ["ls"])
-    assert table.output.splitlines()[0].split() == [
+    table = dagrun("deployments", "ls")
+    assert table.stdout.splitlines()[0].split() == [
         "NAME",
         "FLOW",
         "SCHEDULE",
@@ -879,17 +877,17 @@ def test_cli_lists_runs_pauses_and_resumes(
         "RUN",
         "PAUSED",
     ]
-    queued = runner.invoke(deployments_group, ["run", "nightly", "--param", "x=5"])
-    assert queued.exit_code == 0
-    assert queued.output.startswith("Queued manual run request 1 of deployment 'nightly' with {\"x\": 5}")
+    queued = dagrun("deployments", "run", "nightly", "--param", "x=5")
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stdout.startswith("Queued manual run request 1 of deployment 'nightly' with {\"x\": 5}")
     assert store.requests("nightly")[0]["parameters"] == {"x": 5}
-    assert runner.invoke(deployments_group, ["pause", "nightly"]).exit_code == 0
+    assert dagrun("deployments", "pause", "nightly").returncode == 0
     assert store.get("nightly")["paused"] is True
-    assert runner.invoke(deployments_group, ["resume", "nightly"]).exit_code == 0
+    assert dagrun("deployments", "resume", "nightly").returncode == 0
     assert store.get("nightly")["paused"] is False
-    missing = runner.invoke(deployments_group, ["pause", "nope"])
-    assert missing.exit_code == 2
-    assert "Error: No deployment 'nope' (registered: nightly)" in missing.output
+    missing = dagrun("deployments", "pause", "nope")
+    assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1, missing.stderr
+    assert missing.stderr.startswith("Error: No deployment 'nope' (registered: nightly)")
 
 
 def api(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:

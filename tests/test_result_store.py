@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_parts import require_part
 
 from dagrun.errors import ConfigError, ResultStoreError, SerializationError
 from dagrun.hashing import content_hash, hash_struct
@@ -567,11 +568,11 @@ def tiny_filesystem(tmp_path: Path):
             loop = subprocess.run(
                 ["mount", "-o", "loop", str(image), str(mountpoint)], capture_output=True, text=True
             )
-        if loop.returncode != 0:
-            pytest.skip(
-                f"cannot mount a size-limited filesystem: tmpfs: {tmpfs.stderr.strip()}; "
-                f"loop ext4: {loop.stderr.strip()}"
-            )
+        require_part(
+            "A size-limited filesystem (a 1 MiB tmpfs, else a loop-mounted ext4 image)", loop.returncode == 0,
+            "run the tests as root with CAP_SYS_ADMIN, which `mount -t tmpfs` needs "
+            f"(tmpfs: {tmpfs.stderr.strip()}; loop ext4: {loop.stderr.strip()})",
+        )
     try:
         yield mountpoint
     finally:

@@ -156,22 +156,41 @@ def test_task_timeout_fails_the_attempt_and_is_retried(executor, tmp_path):
         timing_out()
 
 
-def test_flow_timeout_cancels_pending_tasks(executor):
-    futures = []
+def test_flow_timeout_cancels_pending_tasks(dask_executor, tmp_path):
+    """On Dask (in-process runs each task at once, so nothing is ever pending): a task still
+    running and the one waiting for it are Cancelled when the flow's time is up, and the run
+    ends then, not when the slow task would have finished."""
+    release = tmp_path / "release"
+    futures = {}
 
     @task
-    def sleepy():
-        time.sleep(2)
+    def slow() -> int:
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return 1
 
-    @flow(executor=executor, timeout_seconds=0.5)
+    @task
+    def after_slow(value: int) -> int:
+        return value + 1
+
+    @flow(executor=dask_executor, timeout_seconds=1.0)
     def pipeline():
-        futures.append(sleepy())
-        time.sleep(0.6)  # the flow body itself overruns
+        futures["slow"] = slow()
+        futures["pending"] = after_slow(futures["slow"])
+        return futures["pending"]
 
     start = time.monotonic()
-    with pytest.raises(FlowTimeoutError, match="exceeded its timeout_seconds"):
-        pipeline()
-    assert time.monotonic() - start < 5
+    try:
+        with pytest.raises(FlowTimeoutError, match="exceeded its timeout_seconds"):
+            pipeline()
+        elapsed = time.monotonic() - start
+    finally:
+        release.touch()  # frees the worker thread the slow task holds
+    assert 1.0 <= elapsed < 6.0, f"the run ended {elapsed:.1f} s after it started, its timeout is 1 s"
+    for name, future in futures.items():
+        assert future.state.name == "Cancelled", (name, future.state)
+        assert "Cancelled with flow run" in future.state.message, (name, future.state.message)
 
 
 def test_flow_retries_reuse_tasks_completed_in_the_failed_attempt(executor, tmp_path):

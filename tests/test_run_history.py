@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from console_script import DAGRUN
 from dagrun import flow, get_run_logger, task
 from dagrun.history import HistoryStore
 from dagrun.notify import SlackNotifier, WebhookNotifier
@@ -28,7 +29,7 @@ def history() -> HistoryStore:
 
 def dagrun_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dagrun", *args], capture_output=True, text=True, timeout=timeout
+        [*DAGRUN, *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -307,13 +308,23 @@ def test_runs_cli_json_fields(executor):
 def test_an_unwritable_history_warns_once_and_the_flow_still_runs(executor, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("DAGRUN_DATABASE_URL", f"sqlite:///{tmp_path}/missing/dir/x.db?mode=ro")
 
+    @task
+    def square(x: int) -> int:
+        return x * x
+
+    @flow
+    def inner(n: int) -> int:
+        return sum(future.result() for future in square.map(range(n)))
+
     @flow(executor=executor)
     def fine():
-        return 42
+        return sum(future.result() for future in square.map(range(10))) + inner(3)
 
     with caplog.at_level("WARNING", logger="dagrun.history"):
-        assert fine() == 42
-    assert [r.getMessage() for r in caplog.records if "history unavailable" in r.getMessage().lower()]
+        assert fine() == 285 + 5
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("dagrun.history")]
+    assert len(warnings) == 1, warnings  # one for the run: not one per task, event or subflow
+    assert warnings[0].startswith("Run history unavailable, this run is not recorded: ")
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import importlib.util
 import itertools
 import json
 import os
@@ -30,11 +29,11 @@ from pathlib import Path
 import distributed
 import psutil
 import pytest
-from click.testing import CliRunner
 from conftest import child_processes, wait_until_gone
+from console_script import dagrun
+from real_parts import require_module, require_part
 
 from dagrun import flow, task
-from dagrun.cli.concurrency_commands import concurrency_group
 from dagrun.concurrency import read_limits
 from dagrun.errors import ConfigError
 from dagrun.executors import DaskExecutor
@@ -380,10 +379,9 @@ def read_windows(directory: Path, kind: str) -> list[tuple[float, float, str]]:
 
 
 def test_concurrency_limit_one_serializes_a_tag_across_two_concurrent_flows(shared_cluster, processes, tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(concurrency_group, ["set", "serial", "1"])
-    assert result.exit_code == 0, result.output
-    assert "Tag 'serial': at most 1 task run at once" in result.output
+    result = dagrun("concurrency", "set", "serial", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Tag 'serial': at most 1 task run at once" in result.stdout
     assert dict(read_limits()) == {"serial": 1}  # "reports" has no limit
     windows = tmp_path / "windows"
     windows.mkdir()
@@ -412,21 +410,28 @@ def test_concurrency_limit_one_serializes_a_tag_across_two_concurrent_flows(shar
 
 
 def test_concurrency_limits_cli_lists_changes_and_deletes(monkeypatch):
-    runner = CliRunner()
-    assert "No concurrency limits" in runner.invoke(concurrency_group, ["ls"]).output
-    assert runner.invoke(concurrency_group, ["set", "db", "2"]).exit_code == 0
-    assert runner.invoke(concurrency_group, ["set", "db", "3"]).exit_code == 0
-    assert runner.invoke(concurrency_group, ["set", "api", "1"]).exit_code == 0
-    listing = runner.invoke(concurrency_group, ["ls"]).output.splitlines()
+    def ok(*args: str) -> str:
+        result = dagrun("concurrency", *args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "No concurrency limits" in ok("ls")
+    ok("set", "db", "2")
+    ok("set", "db", "3")
+    ok("set", "api", "1")
+    listing = ok("ls").splitlines()
     assert listing[0].split() == ["TAG", "LIMIT", "UPDATED"]
     assert [line.split()[:2] for line in listing[1:]] == [["api", "1"], ["db", "3"]]
-    as_json = json.loads(runner.invoke(concurrency_group, ["ls", "--json"]).output)
+    as_json = json.loads(ok("ls", "--json"))
     assert [(row["tag"], row["limit"]) for row in as_json] == [("api", 1), ("db", 3)]
-    assert runner.invoke(concurrency_group, ["delete", "api"]).output.strip() == "Tag 'api': no concurrency limit"
-    missing = runner.invoke(concurrency_group, ["delete", "api"])
-    assert isinstance(missing.exception, ConfigError) and missing.exception.exit_code == 2
-    zero = runner.invoke(concurrency_group, ["set", "db", "0"])
-    assert isinstance(zero.exception, ConfigError) and "whole number >= 1" in str(zero.exception)
+    assert ok("delete", "api").strip() == "Tag 'api': no concurrency limit"
+    missing = dagrun("concurrency", "delete", "api")
+    assert (missing.returncode, missing.stderr) == (
+        2, "Error: No concurrency limit for tag 'api' (see `dagrun concurrency ls`)\n"
+    )
+    zero = dagrun("concurrency", "set", "db", "0")
+    assert zero.returncode == 2 and "whole number >= 1" in zero.stderr
+    assert len(zero.stderr.splitlines()) == 1 and "Traceback" not in zero.stderr
     assert dict(read_limits()) == {"db": 3}
     # A changed limit is a different semaphore: Dask refuses to resize a registered one.
     assert semaphore_name("db", 3) != semaphore_name("db", 2)
@@ -470,7 +475,7 @@ def test_worker_env_reaches_workers_of_a_local_cluster_from_a_yaml_config(tmp_pa
 
 
 def test_worker_env_and_worker_ttl_for_a_slurm_cluster(tmp_path, monkeypatch):
-    dask_jobqueue = pytest.importorskip("dask_jobqueue", reason="needs the [slurm] extra")
+    dask_jobqueue = require_module("dask_jobqueue", "dask-jobqueue", "pip install -e '.[test]'")
     monkeypatch.chdir(tmp_path)
     executor = DaskExecutor(
         cluster="dask_jobqueue.SLURMCluster",
@@ -493,7 +498,7 @@ def test_worker_env_and_worker_ttl_for_a_slurm_cluster(tmp_path, monkeypatch):
 
 
 def test_worker_env_for_kubernetes_and_ssh_and_refusals_name_the_class():
-    kubernetes = pytest.importorskip("dask_kubernetes.operator", reason="needs the [kubernetes] extra")
+    kubernetes = require_module("dask_kubernetes.operator", "dask-kubernetes", "pip install -e '.[test]'")
     common = {"scheduler_options": {}, "source": "lab.yaml"}
     as_mapping = managed_cluster_kwargs(
         kubernetes.KubeCluster, {"env": {"A": "1", "B": "old"}}, worker_env={"B": "2"}, **common
@@ -591,14 +596,9 @@ def running(pid: int) -> bool:
 @pytest.fixture
 def loopback_sshd(tmp_path: Path) -> Iterator[LoopbackSshd]:
     sshd = sshd_binary()
-    missing = [
-        what for what, present in (
-            ("an sshd binary (openssh-server)", sshd is not None),
-            ("asyncssh (the [ssh] extra)", importlib.util.find_spec("asyncssh") is not None),
-        ) if not present
-    ]
-    if missing:
-        pytest.skip(f"cannot start an sshd on 127.0.0.1 here: this machine lacks {' and '.join(missing)}")
+    require_part("OpenSSH's server (sshd)", sshd is not None, "apt-get install openssh-server")
+    require_module("asyncssh", "asyncssh", "pip install -e '.[test]'")
+    assert sshd is not None
     directory = tmp_path / "sshd"
     directory.mkdir()
     for name in ("host_key", "client_key"):

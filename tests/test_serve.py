@@ -27,6 +27,7 @@ from dagrun.deployments import DeploymentStore, Service, Trigger, make_deploymen
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import wait_until_gone  # noqa: E402
+from console_script import DAGRUN  # noqa: E402
 from test_deployments import Clock, flows_module, utc, write_flows  # noqa: E402
 
 UTC = timezone.utc
@@ -34,18 +35,14 @@ TIMEOUT = 60.0
 
 
 def dagrun_command(*args: str) -> list[str]:
-    """`python -m dagrun ARGS`; the deployment commands alone until `dagrun.cli.main` has them."""
-    from dagrun.cli.main import cli
-
-    if "serve" in cli.commands and "deployments" in cli.commands:
-        return [sys.executable, "-m", "dagrun", *args]
-    return [sys.executable, "-m", "dagrun.cli.deploy_commands", *args]
+    """`dagrun ARGS` through the console script."""
+    return [*DAGRUN, *args]
 
 
 def runs_ls(database: Path) -> list[dict[str, Any]]:
     """`dagrun runs ls --json` on `database`."""
     result = subprocess.run(
-        [sys.executable, "-m", "dagrun", "runs", "ls", "--json", "--limit", "1000"],
+        [*DAGRUN, "runs", "ls", "--json", "--limit", "1000"],
         env={**os.environ, "DAGRUN_DATABASE_URL": str(database)},
         capture_output=True,
         text=True,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import distributed
 import pytest
 
 from dagrun import State, TaskFuture, flow, task, unmapped
 from dagrun.errors import FutureUsedAsValueError, ParameterValidationError, UpstreamFailedError
+from dagrun.executors import DaskExecutor
 
 
 def record(path: str, text: str) -> None:
@@ -219,16 +222,31 @@ def test_return_state_gives_the_final_state_instead_of_raising(executor):
 
 
 def test_subflow_shares_the_parent_executor_and_returns_values(executor):
-    @flow
+    @task
+    def where() -> tuple[int, str | None]:
+        """The process a task ran in, and the scheduler of its Dask worker (None outside Dask)."""
+        try:
+            return os.getpid(), distributed.get_worker().scheduler.address
+        except ValueError:
+            return os.getpid(), None
+
+    @flow  # no executor of its own: it must run on its parent's
     def child(x: int):
-        return add(x, 1)
+        return add(x, 1), where()
 
     @flow(executor=executor)
     def parent():
-        inner = child(1)
-        return add(inner, 10)
+        inner, child_ran = child(1)
+        return add(inner, 10), child_ran, where()
 
-    assert parent() == 12
+    total, (child_pid, child_scheduler), (parent_pid, parent_scheduler) = parent()
+    assert total == 12
+    if isinstance(executor, DaskExecutor):
+        assert parent_scheduler == executor.address
+        assert child_scheduler == executor.address  # the parent's scheduler, not a cluster of its own
+        assert child_pid != os.getpid()
+    else:
+        assert (child_pid, child_scheduler) == (parent_pid, parent_scheduler) == (os.getpid(), None)
 
 
 def test_dynamic_flow_branches_on_results(executor):
@@ -280,23 +298,40 @@ def test_unserializable_return_value_fails_naming_its_type_without_retry(executo
     assert lines(log) == ["attempt"]
 
 
-def test_values_move_worker_to_worker_not_through_the_driver(dask_executor, tmp_path):
+@pytest.fixture
+def two_worker_cluster() -> Iterator[distributed.SpecCluster]:
+    """A scheduler and two worker processes, one with resource `producer`, one with `consumer`,
+    so a task can be placed on either and a value must travel between them."""
+    def worker(resource: str) -> dict:
+        return {"cls": distributed.Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "resources": {resource: 1}}}
+
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    with distributed.SpecCluster(
+        scheduler=scheduler, workers={"producer": worker("producer"), "consumer": worker("consumer")}
+    ) as cluster:
+        yield cluster
+
+
+def test_values_move_worker_to_worker_not_through_the_driver(two_worker_cluster, tmp_path):
     unpickled_in = tmp_path / "unpickled.log"
 
-    @task
+    @task(resources={"producer": 1})
     def produce(path):
         return Tracked(path)
 
-    @task
+    @task(resources={"consumer": 1})
     def consume(tracked):
-        return type(tracked).__name__
+        return type(tracked).__name__, tracked.pid_created, os.getpid()
 
-    @flow(executor=dask_executor)
+    @flow(executor=DaskExecutor(address=two_worker_cluster.scheduler_address))
     def pipeline():
         return [consume(produce(str(unpickled_in))) for _ in range(4)]
 
-    assert pipeline() == ["Tracked"] * 4
-    assert str(os.getpid()) not in lines(str(unpickled_in))
+    results = pipeline()
+    assert [name for name, _, _ in results] == ["Tracked"] * 4
+    (producer_pid,), (consumer_pid,) = {made for _, made, _ in results}, {used for _, _, used in results}
+    assert len({producer_pid, consumer_pid, os.getpid()}) == 3  # two workers, neither the driver
+    assert set(lines(str(unpickled_in))) == {str(consumer_pid)}  # the driver never unpickled a value
 
 
 class Tracked:
