@@ -28,6 +28,7 @@ from dagrun.results import CacheMiss, ResultStore
 from dagrun.results.serializers import dumps
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
+from dagrun.secrets import remember, remember_secrets_in
 
 _PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
 _CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
@@ -51,6 +52,8 @@ class TaskSpec:
     # Held around all attempts of a call: one slot per tag of the task that has a concurrency
     # limit. Set by an executor that enforces limits cluster-wide (Dask); None runs at once.
     concurrency_slots: Callable[[], AbstractContextManager[Any]] | None = None
+    # Secret values the driver knows, masked in this task's lines before they leave the worker.
+    secret_values: tuple[str, ...] = ()
 
 
 class SharedSpec:
@@ -118,6 +121,9 @@ def run_task(
     )
     if spec.log_prints:
         capture_prints()
+    remember(*spec.secret_values)
+    remember_secrets_in(args)
+    remember_secrets_in(kwargs.values())
 
     attempts = [time.time()]  # start time of each attempt
 

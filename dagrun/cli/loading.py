@@ -16,6 +16,7 @@ import cloudpickle
 
 from dagrun.errors import ConfigError
 from dagrun.flows import Flow
+from dagrun.secrets import is_secret_type
 from dagrun.user_files import import_file
 
 
@@ -59,7 +60,9 @@ def parse_params(flow: Flow, pairs: tuple[str, ...]) -> dict[str, Any]:
             known = ", ".join(signature.parameters) or "none"
             raise ConfigError(f"Flow '{flow.name}' has no parameter '{name}' (parameters: {known})")
         annotation = signature.parameters[name].annotation if name in signature.parameters else None
-        parameters[name] = param_value(raw, as_text=annotation in (str, "str"))
+        # A secret parameter takes the text as given (a name, or a SecretStr's value), never JSON.
+        as_text = annotation in (str, "str") or is_secret_type(annotation)
+        parameters[name] = param_value(raw, as_text=as_text)
     return parameters
 
 

@@ -18,6 +18,7 @@ import distributed
 
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
+from dagrun.secrets import mask_record
 
 LOG_TOPIC = "dagrun-logs"
 
@@ -35,7 +36,9 @@ def dask_setup(worker: Any) -> None:
 
 
 def _forward_log(line: dict) -> None:
-    """Worker-side log sink: send the line to the driver as a Dask event."""
+    """Worker-side log sink: send the line to the driver as a Dask event, secrets masked
+    first (the scheduler keeps recent events, and Dask's dashboard shows them)."""
+    line = mask_record(line)
     try:
         worker = distributed.get_worker()
     except ValueError:  # not on a worker (e.g. a local client.run); print where we are
