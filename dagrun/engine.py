@@ -36,7 +36,7 @@ from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
-from dagrun.secrets import mask_record
+from dagrun.secrets import mask_exception, mask_record
 from dagrun.states import State, StateType
 from dagrun.task_runs import TaskRunTracker, dask_key
 
@@ -239,6 +239,7 @@ class FlowRunEngine:
             except FlowTimeoutError:
                 raise
             except Exception as exc:
+                mask_exception(exc)  # the flow body's failure is shown and stored: no secret in it
                 tracker.wait_all()  # independent branches finish, so their work is kept
                 kind = StateType.CRASHED if isinstance(exc, CrashedError) else StateType.FAILED
                 return State(kind, message=_describe(exc), exception=exc)

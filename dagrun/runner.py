@@ -28,7 +28,7 @@ from dagrun.results import CacheMiss, ResultStore
 from dagrun.results.serializers import dumps
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
-from dagrun.secrets import remember, remember_secrets_in
+from dagrun.secrets import mask_exception, remember, remember_secrets_in
 
 _PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
 _CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
@@ -166,6 +166,9 @@ def run_task(
         else:
             check_serializable(value, task.name)
         return value
+    except BaseException as exception:
+        mask_exception(exception)  # its message goes to the driver, Dask's logs and the history
+        raise
     finally:
         if spec.report or "checksum" in finished:
             log_sink({

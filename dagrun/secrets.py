@@ -173,6 +173,25 @@ def mask_record(record: dict) -> dict:
     return {key: mask(value) if isinstance(value, str) else value for key, value in record.items()}
 
 
+def mask_exception(exception: BaseException) -> None:
+    """Mask known values in the messages (args and notes) of an exception and its causes, in
+    place: it keeps its type and traceback, and its text says `****` wherever it is shown."""
+    if _known.pattern is None:
+        return
+    seen: set[int] = set()
+    current: BaseException | None = exception
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            current.args = tuple(mask(arg) if isinstance(arg, str) else arg for arg in current.args)
+            notes = getattr(current, "__notes__", None)
+            if isinstance(notes, list):
+                current.__notes__ = [mask(note) if isinstance(note, str) else note for note in notes]
+        except Exception:  # noqa: BLE001 - an exception that refuses new args keeps its own
+            pass
+        current = current.__cause__ or current.__context__
+
+
 def is_secret(value: Any) -> bool:
     """True for a `Secret` or a pydantic secret (found by class name, never by attribute access,
     which on a TaskFuture would wait for the task)."""

@@ -232,6 +232,27 @@ def test_lines_leave_the_worker_already_masked(worker_client: distributed.Client
         assert value not in repr(events)
 
 
+def test_a_task_failure_naming_a_secret_is_masked_where_shown_and_stored(executor, dagrun_home: Path) -> None:
+    token = unique("FailingToken")
+
+    @task
+    def connect(token: pydantic.SecretStr) -> None:
+        raise ConnectionError(f"login refused for token {token.get_secret_value()}")
+
+    @flow(executor=executor)
+    def login(token: pydantic.SecretStr) -> None:
+        connect(token)
+
+    state = login(token, return_state=True)
+    assert state.is_failed()
+    assert type(state.exception) is ConnectionError  # the user's exception type is kept
+    assert str(state.exception) == "login refused for token ****"
+    assert state.message == "ConnectionError: login refused for token ****"
+    stored = files_under(dagrun_home)
+    assert dagrun_home / "dagrun.db" in stored
+    assert [path for path, data in stored.items() if token.encode() in data] == []
+
+
 # --- The scan -------------------------------------------------------------------------------
 
 SCAN_FLOW = textwrap.dedent(

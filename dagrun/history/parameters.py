@@ -14,7 +14,7 @@ Containers (dict, list, tuple, set) are masked element by element.
     encode_parameters({"day": "2026-11-25", "password": Secret("DB_PASSWORD")})
     -> '{"day": "2026-11-25", "password": "****"}'
     encode_parameters({"blob": "x" * 10_000_000})
-    -> '{"blob": "<str of 10000000 bytes, sha256 2d3f...: not stored, over 65536 bytes>"}'
+    -> '{"blob": "<str of 10000000 bytes, sha256 2d3f...: too large to store (over 65536 bytes)>"}'
 """
 
 from __future__ import annotations
@@ -45,31 +45,31 @@ def encode_parameters(parameters: Mapping[str, Any]) -> str:
 def capped_parameters(parameters: Mapping[str, Any], limit: int) -> dict[str, Any]:
     """Decoded parameters with each one over `limit` JSON bytes replaced by its summary
     (a listing shows a preview; the run's own page has what was stored)."""
-    return {name: _cap(value, value, limit) for name, value in parameters.items()}
+    return {name: _cap(value, value, limit, "list") for name, value in parameters.items()}
 
 
 def _capped(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)) and len(value) > MAX_PARAMETER_BYTES:
-        return _summary(type(value).__name__, bytes(value), MAX_PARAMETER_BYTES)  # no 4x repr
-    return _cap(value, _plain(value), MAX_PARAMETER_BYTES)
+        return _summary(type(value).__name__, bytes(value), MAX_PARAMETER_BYTES, "store")  # no 4x repr
+    return _cap(value, _plain(value), MAX_PARAMETER_BYTES, "store")
 
 
-def _cap(value: Any, plain: Any, limit: int) -> Any:
+def _cap(value: Any, plain: Any, limit: int, verb: str) -> Any:
     """`plain` (the JSON form of `value`), or its summary when its JSON is over `limit` bytes."""
     if isinstance(plain, str):  # measured as UTF-8 text
         if len(plain) * 4 <= limit:  # short enough whatever it encodes to
             return plain
         data = plain.encode("utf-8", "surrogatepass")
-        return plain if len(data) <= limit else _summary(type(value).__name__, data, limit)
+        return plain if len(data) <= limit else _summary(type(value).__name__, data, limit, verb)
     if plain is None or isinstance(plain, (bool, int, float)):
         return plain
     data = json.dumps(plain, allow_nan=False).encode("utf-8")
-    return plain if len(data) <= limit else _summary(type(value).__name__, data, limit)
+    return plain if len(data) <= limit else _summary(type(value).__name__, data, limit, verb)
 
 
-def _summary(type_name: str, data: bytes, limit: int) -> str:
+def _summary(type_name: str, data: bytes, limit: int, verb: str) -> str:
     digest = hashlib.sha256(data).hexdigest()
-    return f"<{type_name} of {len(data)} bytes, sha256 {digest}: not stored, over {limit} bytes>"
+    return f"<{type_name} of {len(data)} bytes, sha256 {digest}: too large to {verb} (over {limit} bytes)>"
 
 
 def _plain(value: Any) -> Any:
