@@ -78,7 +78,8 @@ class ParameterValidator:
             expected = self.signature.parameters[str(item["loc"][0])].annotation
             expected_name = getattr(expected, "__name__", None) or str(expected)
             # The input of a secret parameter is never echoed, nor a known secret value elsewhere.
-            got = "a value (hidden: secret parameter)" if is_secret_type(expected) else mask(repr(item.get("input")))
+            hidden = is_secret_type(expected)
+            got = "a value (hidden: secret parameter)" if hidden else mask(repr(item.get("input")))
             problems.append(f"parameter '{name}' expected {expected_name}, got {got} ({mask(item['msg'])})")
         return f"Invalid parameters for flow '{self.flow_name}': " + "; ".join(problems)
 

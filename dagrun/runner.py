@@ -121,9 +121,10 @@ def run_task(
     )
     if spec.log_prints:
         capture_prints()
-    remember(*spec.secret_values)
+    remember(*spec.secret_values)  # so that this task's lines are masked here, on the worker
     remember_secrets_in(args)
-    remember_secrets_in(kwargs.values())
+    if kwargs:
+        remember_secrets_in(kwargs.values())
 
     attempts = [time.time()]  # start time of each attempt
 

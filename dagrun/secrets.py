@@ -144,6 +144,8 @@ _known = _KnownValues()
 
 def remember(*values: str | bytes) -> None:
     """Make values known secrets of this process: masked in every line it emits from now on."""
+    if not values:
+        return
     texts = []
     for value in values:
         if isinstance(value, bytes):
@@ -195,7 +197,14 @@ def mask_exception(exception: BaseException) -> None:
 def is_secret(value: Any) -> bool:
     """True for a `Secret` or a pydantic secret (found by class name, never by attribute access,
     which on a TaskFuture would wait for the task)."""
-    return any(cls.__name__ in SECRET_TYPE_NAMES for cls in type(value).__mro__)
+    kind = type(value)
+    answer = _SECRET_TYPES.get(kind)
+    if answer is None:
+        answer = _SECRET_TYPES[kind] = any(cls.__name__ in SECRET_TYPE_NAMES for cls in kind.__mro__)
+    return answer
+
+
+_SECRET_TYPES: dict[type, bool] = {}  # per class, once: this runs for every task argument
 
 
 def is_secret_type(annotation: Any, depth: int = 4) -> bool:
@@ -212,16 +221,25 @@ def is_secret_type(annotation: Any, depth: int = 4) -> bool:
 
 
 def remember_secrets_in(values: Iterable[Any], depth: int = 2) -> None:
-    """Make the values of pydantic secrets among `values` (and inside their plain containers)
-    known; a `Secret` becomes known when it is read with `.get()`."""
+    """Make the values of pydantic secrets among `values` (and inside small plain containers,
+    two levels deep) known; a `Secret` becomes known when it is read with `.get()`.
+
+    Runs for every task call, so a container of more than `_SCANNED_ITEMS` items is not
+    searched: a task mapping over a million rows pays nothing for it."""
     for value in values:
-        if is_secret(value):
-            if not isinstance(value, Secret):
-                remember(value.get_secret_value())
-        elif depth > 0 and type(value) in (list, tuple, set, frozenset):
-            remember_secrets_in(value, depth - 1)
-        elif depth > 0 and type(value) is dict:
-            remember_secrets_in(value.values(), depth - 1)
+        kind = type(value)
+        if kind in _PLAIN_TYPES:
+            continue
+        if kind in _CONTAINER_TYPES:
+            if depth > 0 and len(value) <= _SCANNED_ITEMS:
+                remember_secrets_in(value.values() if kind is dict else value, depth - 1)
+        elif is_secret(value) and not isinstance(value, Secret):
+            remember(value.get_secret_value())
+
+
+_SCANNED_ITEMS = 64
+_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+_CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
 
 
 def remember_parameters(parameters: Mapping[str, Any]) -> None:

@@ -3,6 +3,8 @@
 The scan test runs a flow with the real `dagrun` CLI on a real LocalCluster (the task runs in a
 worker process), serves the history with a real `dagrun server` subprocess, and looks for the
 secret's bytes in every file under $DAGRUN_HOME, every API answer and every CLI output.
+Every secret value here is unique (`unique`): the set of known values is process-wide, so a
+common text used as a secret would be masked in later tests' output too.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def test_validation_errors_never_echo_a_secret(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DB_PASSWORD", value)
     Secret("DB_PASSWORD").get()
     with pytest.raises(ParameterValidationError) as error:
-        guarded(pydantic.SecretStr("x" * 100), "DB_PASSWORD", count=value)
+        guarded(pydantic.SecretStr(unique("LongEnough") * 3), "DB_PASSWORD", count=value)
     assert str(error.value) == (
         "Invalid parameters for flow 'guarded': parameter 'count' expected int, got '****' "
         "(Input should be a valid integer, unable to parse string as an integer)"

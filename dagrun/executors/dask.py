@@ -130,7 +130,8 @@ class DaskSession(ExecutorSession):
             shipped = dataclasses.replace(
                 spec, report=False, concurrency_slots=self._slots_for(spec.task), secret_values=secret_values
             )
-            entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped), secret_values)  # holding spec pins its id
+            # Holding `spec` pins its id.
+            entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped), secret_values)
         return entry[1]
 
     def _slots_for(self, task: Any) -> TagSlots | None:
