@@ -60,9 +60,10 @@ def parse_params(flow: Flow, pairs: tuple[str, ...]) -> dict[str, Any]:
             known = ", ".join(signature.parameters) or "none"
             raise ConfigError(f"Flow '{flow.name}' has no parameter '{name}' (parameters: {known})")
         annotation = signature.parameters[name].annotation if name in signature.parameters else None
-        # A secret parameter takes the text as given (a name, or a SecretStr's value), never JSON.
-        as_text = annotation in (str, "str") or is_secret_type(annotation)
-        parameters[name] = param_value(raw, as_text=as_text)
+        value = param_value(raw, as_text=annotation in (str, "str"))
+        if is_secret_type(annotation) and (value is None or isinstance(value, (bool, int, float))):
+            value = raw  # a password of digits stays text (JSON strings and lists still parse)
+        parameters[name] = value
     return parameters
 
 
