@@ -119,24 +119,23 @@ def _read_secret_file(name: str) -> str:
 
 
 class _KnownValues:
-    """The secret values this process has seen, and one regex that replaces them all."""
+    """The secret values this process has seen, and one regex that replaces them all.
+
+    Both are replaced, never changed in place, so threads that read them need no lock."""
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._lock = threading.Lock()
+        self.values: tuple[str, ...] = ()  # longest first, so a value inside another is not cut
         self.pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
 
     def add(self, values: Iterable[str]) -> None:
-        new = {value for value in values if len(value) >= MIN_MASKED_LENGTH} - self._values
+        new = {value for value in values if len(value) >= MIN_MASKED_LENGTH}.difference(self.values)
         if not new:
             return
         with self._lock:
-            self._values |= new
-            longest_first = sorted(self._values, key=len, reverse=True)
-            self.pattern = re.compile("|".join(map(re.escape, longest_first)))
-
-    def values(self) -> tuple[str, ...]:
-        return tuple(self._values)
+            known = sorted(set(self.values) | new, key=lambda value: (-len(value), value))
+            self.pattern = re.compile("|".join(map(re.escape, known)))
+            self.values = tuple(known)
 
 
 _known = _KnownValues()
@@ -157,7 +156,7 @@ def remember(*values: str | bytes) -> None:
 
 def known_values() -> tuple[str, ...]:
     """The secret values this process has seen (the driver hands them to its workers)."""
-    return _known.values()
+    return _known.values
 
 
 def mask(text: str) -> str:

@@ -31,6 +31,7 @@ from dagrun.errors import ConfigError, ParameterValidationError
 from dagrun.executors import InProcessExecutor
 from dagrun.executors.dask_worker import LOG_TOPIC
 from dagrun.history import HistoryStore
+from dagrun.secrets import mask, mask_record, remember
 
 DAGRUN = shutil.which("dagrun")
 
@@ -104,6 +105,15 @@ def test_repr_str_format_and_pickle_never_carry_the_value(monkeypatch: pytest.Mo
     assert pickle.loads(payload) == secret
     with pytest.raises(AttributeError):
         secret.name = "OTHER"  # type: ignore[misc]
+
+
+def test_known_values_are_masked_whole_and_short_ones_are_left_alone() -> None:
+    inner = unique("Inner")
+    outer = f"prefix-{inner}-suffix"
+    remember(inner, outer.encode(), "abc")
+    assert mask(f"a {outer} and {inner}.") == "a **** and ****."  # the longer value whole
+    assert mask("abc stays") == "abc stays"  # under MIN_MASKED_LENGTH: would blank ordinary text
+    assert mask_record({"message": inner, "level": 20}) == {"message": "****", "level": 20}
 
 
 # --- Secrets as flow parameters ------------------------------------------------------------
