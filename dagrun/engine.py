@@ -37,6 +37,7 @@ from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
+from dagrun.secrets import mask_exception, mask_record
 from dagrun.states import State, StateType
 from dagrun.task_runs import TaskRunTracker, dask_key
 
@@ -120,7 +121,9 @@ class FlowRunEngine:
 
     def on_log(self, line: dict) -> None:
         """Every record of this run (and its subflows), from any worker, arrives here: log
-        lines, and `result` records (a cached result's checksum) that downstream keys need."""
+        lines, and `result` records (a cached result's checksum) that downstream keys need.
+        Known secret values are masked here, before the terminal and the history see them."""
+        line = mask_record(line)
         kind = line.get("kind")
         if kind is not None:  # a worker's record about a task run, not a log line
             if "checksum" in line:
@@ -238,6 +241,7 @@ class FlowRunEngine:
             except FlowTimeoutError:
                 raise
             except Exception as exc:
+                mask_exception(exc)  # the flow body's failure is shown and stored: no secret in it
                 tracker.wait_all()  # independent branches finish, so their work is kept
                 kind = StateType.CRASHED if isinstance(exc, CrashedError) else StateType.FAILED
                 return State(kind, message=_describe(exc), exception=exc)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dagrun.errors import ParameterValidationError
+from dagrun.secrets import is_secret_type, mask, remember_parameters
 
 
 def bind_parameters(fn: Callable, flow_name: str, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -21,6 +22,7 @@ def bind_parameters(fn: Callable, flow_name: str, args: tuple, kwargs: dict) -> 
     except TypeError as exc:
         raise ParameterValidationError(f"Flow '{flow_name}': {exc}") from None
     bound.apply_defaults()
+    remember_parameters(bound.arguments)  # a SecretStr passed as is, validated or not
     return dict(bound.arguments)
 
 
@@ -53,7 +55,9 @@ class ParameterValidator:
             model = self._model.model_validate(values)
         except pydantic.ValidationError as exc:
             raise ParameterValidationError(self._describe(exc)) from None
-        return {**parameters, **{name: getattr(model, name) for name in values}}
+        validated = {name: getattr(model, name) for name in values}
+        remember_parameters(validated)  # a text coerced to a SecretStr is a secret from now on
+        return {**parameters, **validated}
 
     def _build_model(self, pydantic: Any) -> Any:
         fields = {}
@@ -73,8 +77,9 @@ class ParameterValidator:
             name = ".".join(str(part) for part in item["loc"])
             expected = self.signature.parameters[str(item["loc"][0])].annotation
             expected_name = getattr(expected, "__name__", None) or str(expected)
-            problems.append(
-                f"parameter '{name}' expected {expected_name}, got {item.get('input')!r} ({item['msg']})"
-            )
+            # The input of a secret parameter is never echoed, nor a known secret value elsewhere.
+            hidden = is_secret_type(expected)
+            got = "a value (hidden: secret parameter)" if hidden else mask(repr(item.get("input")))
+            problems.append(f"parameter '{name}' expected {expected_name}, got {got} ({mask(item['msg'])})")
         return f"Invalid parameters for flow '{self.flow_name}': " + "; ".join(problems)
 

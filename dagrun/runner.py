@@ -29,6 +29,7 @@ from dagrun.results.serializers import dumps
 from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
+from dagrun.secrets import mask_exception, remember, remember_secrets_in
 
 _PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
 _CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
@@ -55,6 +56,8 @@ class TaskSpec:
     # Bytes of log per attempt (see `dagrun.log_cap`), read from the driver's environment so
     # remote workers follow it; 0 means no cap, None this process's DAGRUN_LOG_CAP_BYTES.
     log_cap_bytes: int | None = None
+    # Secret values the driver knows, masked in this task's lines before they leave the worker.
+    secret_values: tuple[str, ...] = ()
 
 
 class SharedSpec:
@@ -124,6 +127,10 @@ def run_task(
     )
     if spec.log_prints:
         capture_prints()
+    remember(*spec.secret_values)  # so that this task's lines are masked here, on the worker
+    remember_secrets_in(args)
+    if kwargs:
+        remember_secrets_in(kwargs.values())
 
     attempts = [time.time()]  # start time of each attempt
 
@@ -167,6 +174,9 @@ def run_task(
         else:
             check_serializable(value, task.name)
         return value
+    except BaseException as exception:
+        mask_exception(exception)  # its message goes to the driver, Dask's logs and the history
+        raise
     finally:
         capped.end_attempt()
         if spec.report or "checksum" in finished:

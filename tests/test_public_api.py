@@ -7,6 +7,7 @@ def test_public_names_are_pinned_and_sorted():
     assert dagrun.__all__ == sorted(dagrun.__all__)
     assert dagrun.__all__ == [
         "Flow",
+        "Secret",
         "State",
         "StateType",
         "Task",

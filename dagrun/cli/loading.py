@@ -16,6 +16,7 @@ import cloudpickle
 
 from dagrun.errors import ConfigError
 from dagrun.flows import Flow
+from dagrun.secrets import is_secret_type
 from dagrun.user_files import describe_syntax_error, import_file
 
 
@@ -61,7 +62,10 @@ def parse_params(flow: Flow, pairs: tuple[str, ...]) -> dict[str, Any]:
             known = ", ".join(signature.parameters) or "none"
             raise ConfigError(f"Flow '{flow.name}' has no parameter '{name}' (parameters: {known})")
         annotation = signature.parameters[name].annotation if name in signature.parameters else None
-        parameters[name] = param_value(raw, as_text=annotation in (str, "str"))
+        value = param_value(raw, as_text=annotation in (str, "str"))
+        if is_secret_type(annotation) and (value is None or isinstance(value, (bool, int, float))):
+            value = raw  # a password of digits stays text (JSON strings and lists still parse)
+        parameters[name] = value
     return parameters
 
 

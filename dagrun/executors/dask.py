@@ -62,6 +62,7 @@ from dagrun.executors.dask_worker import (
     run_on_worker_with_kwargs,
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
+from dagrun.secrets import known_values
 
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
@@ -87,7 +88,7 @@ class DaskSession(ExecutorSession):
         self.client = client
         self._cluster = cluster  # closed on shutdown only when this session created it
         self.address = client.scheduler.address
-        self._shared_specs: dict[int, tuple[TaskSpec, SharedSpec]] = {}
+        self._shared_specs: dict[int, tuple[TaskSpec, SharedSpec, tuple[str, ...]]] = {}
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
@@ -123,11 +124,15 @@ class DaskSession(ExecutorSession):
 
         Not a Dask future that calls depend on: Dask places a task next to its dependencies,
         so every call would crowd onto the one worker holding the spec."""
+        secret_values = known_values()  # workers mask them (see `dagrun.secrets`)
         entry = self._shared_specs.get(id(spec))
-        if entry is None:
+        if entry is None or entry[2] != secret_values:  # again when the driver learned a secret
             # Timings come from the scheduler (`task_timings`), not from per-task records.
-            shipped = dataclasses.replace(spec, report=False, concurrency_slots=self._slots_for(spec.task))
-            entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped))  # holding spec pins its id
+            shipped = dataclasses.replace(
+                spec, report=False, concurrency_slots=self._slots_for(spec.task), secret_values=secret_values
+            )
+            # Holding `spec` pins its id.
+            entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped), secret_values)
         return entry[1]
 
     def _slots_for(self, task: Any) -> TagSlots | None:

@@ -19,6 +19,7 @@ import distributed
 from dagrun.executors.dask_logs import batches_of
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
+from dagrun.secrets import mask_record
 
 
 def dask_setup(worker: Any) -> None:
@@ -34,7 +35,9 @@ def dask_setup(worker: Any) -> None:
 
 
 def _forward_log(line: dict) -> None:
-    """Worker-side log sink: queue the line for the driver (see `dask_logs`)."""
+    """Worker-side log sink: mask secrets, then queue the line for the driver (see
+    `dask_logs`): the scheduler keeps recent events, and Dask's dashboard shows them."""
+    line = mask_record(line)
     try:
         worker = distributed.get_worker()
     except ValueError:  # not on a worker (e.g. a local client.run); print where we are

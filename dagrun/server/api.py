@@ -2,7 +2,8 @@
 
 | route                              | answers                                                  |
 |------------------------------------|----------------------------------------------------------|
-| `GET /api/runs`                    | flow runs, newest first (as `dagrun runs ls --json`)      |
+| `GET /api/runs`                    | flow runs, newest first (as `dagrun runs ls --json`; a    |
+|                                    | parameter over 1 KB is listed as its summary)            |
 | `GET /api/runs/{id}`               | one flow run with its task runs (as `runs show ID --json`)|
 | `GET /api/runs/{id}/logs`          | `{"logs": [...], "next_after_id": n}` for polling         |
 | `POST /api/runs/{id}/cancel`       | asks the run's driver to cancel it                       |
@@ -30,12 +31,16 @@ from tornado.web import HTTPError
 from dagrun.errors import ConfigError
 from dagrun.history import HistoryStore
 from dagrun.history.events import FINAL_STATE_NAMES
+from dagrun.history.parameters import capped_parameters
 from dagrun.server.auth import GuardedHandler
 
 T = TypeVar("T")
 
 RUNS_LIMIT = (100, 1000)
 """Default and largest `limit` of `GET /api/runs`."""
+LISTED_PARAMETER_BYTES = 1024
+"""Largest parameter `GET /api/runs` shows whole; a larger one is listed as its summary (type,
+size, hash), so a page stays small. `GET /api/runs/{id}` has the parameter as stored."""
 LOGS_LIMIT = (1000, 10000)
 """Default and largest `limit` of `GET /api/runs/{id}/logs`."""
 FLOW_CHART_RUNS = 60
@@ -139,7 +144,11 @@ class RunsHandler(JSONHandler):
                 for run in runs
                 if run["id"].startswith(query) or query in (run["flow_run_name"] or "")
             ]
-        self.write_json(runs[:limit])
+        page = runs[:limit]
+        for run in page:
+            if isinstance(run.get("parameters"), dict):
+                run["parameters"] = capped_parameters(run["parameters"], LISTED_PARAMETER_BYTES)
+        self.write_json(page)
 
 
 class RunHandler(JSONHandler):
