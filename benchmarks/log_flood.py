@@ -13,43 +13,17 @@ Uses a fresh DAGRUN_HOME (a temporary directory) and the cap from DAGRUN_LOG_CAP
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from peak_rss import PeakRSS
 
 MB = 1_000_000
-
-
-class PeakRSS:
-    """Samples this process's RSS every 20 ms while in the `with` block."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.peak = self.start = self.process.memory_info().rss
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        gc.collect()
-        self.end = self.process.memory_info().rss
 
 
 class CountingStream:

@@ -12,13 +12,11 @@ Aim: growth under 200 MB.
 from __future__ import annotations
 
 import argparse
-import gc
 import subprocess
 import sys
 import logging
-import threading
 
-import psutil
+from peak_rss import PeakRSS
 
 from dagrun import flow, task
 
@@ -37,30 +35,6 @@ inc_task, total_task = task(inc, name="inc"), task(total, name="total")
 @flow
 def map_reduce(n: int) -> int:
     return total_task(inc_task.map(range(n)))
-
-
-class PeakRSS:
-    """Samples this process's RSS every 20 ms while in the `with` block."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.peak = self.start = self.process.memory_info().rss
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        gc.collect()
-        self.end = self.process.memory_info().rss
 
 
 def raw_map_reduce(n: int) -> int:

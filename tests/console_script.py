@@ -8,9 +8,12 @@ is missing from the script, or a broken entry point, fails a test.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -39,3 +42,26 @@ def dagrun(
     return subprocess.run(
         [*DAGRUN, *args], cwd=cwd, env=env, input=input, capture_output=True, text=True, timeout=timeout,
     )
+
+
+@contextmanager
+def running_server(
+    *args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`dagrun server --port 0 ARGS` as a subprocess: yields it and the port it bound, and
+    stops it afterwards (its output stays readable from the pipes)."""
+    server = subprocess.Popen(
+        [*DAGRUN, "server", "--port", "0", *args], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        match = re.match(rb"dagrun server: http://\S+:(\d+)/", server.stdout.readline())
+        if match is None:
+            server.kill()
+            raise AssertionError(f"dagrun server did not start: {server.communicate(timeout=30)[1]!r}")
+        yield server, int(match.group(1))
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.wait(30)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import shutil
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from console_script import running_server
 from dagrun import flow
 from dagrun.executors import InProcessExecutor
 from dagrun.history import HistoryStore
 from dagrun.history.parameters import MAX_PARAMETER_BYTES
 
-DAGRUN = shutil.which("dagrun")
 MB = 1024 * 1024
 
 
@@ -77,17 +74,8 @@ def test_a_parameter_up_to_the_cap_is_stored_whole() -> None:
 @pytest.fixture
 def server_port(tmp_path: Path) -> Iterator[int]:
     """A real `dagrun server` subprocess on 127.0.0.1, over this test's DAGRUN_HOME."""
-    assert DAGRUN is not None, "the dagrun console script is not installed"
-    server = subprocess.Popen([DAGRUN, "server", "--port", "0"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert server.stdout is not None
-        match = re.match(rb"dagrun server: http://127\.0\.0\.1:(\d+)/", server.stdout.readline())
-        assert match, server.stderr.read() if server.stderr else b""
-        yield int(match.group(1))
-    finally:
-        server.terminate()
-        server.wait(30)
+    with running_server(cwd=tmp_path) as (_, port):
+        yield port
 
 
 def http_get(port: int, path: str) -> bytes:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
-import shutil
 import subprocess
 import textwrap
 import urllib.request
@@ -27,6 +25,7 @@ import msgpack
 import pydantic
 import pytest
 
+from console_script import DAGRUN, running_server
 from dagrun import Secret, flow, get_run_logger, task
 from dagrun.errors import ConfigError, ParameterValidationError
 from dagrun.executors import InProcessExecutor
@@ -34,13 +33,10 @@ from dagrun.executors.dask_logs import LOG_TOPIC
 from dagrun.history import HistoryStore
 from dagrun.secrets import mask, mask_record, remember
 
-DAGRUN = shutil.which("dagrun")
-
 
 def dagrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
     """The real `dagrun` console script; output kept as bytes, for scanning."""
-    assert DAGRUN is not None, "the dagrun console script is not installed"
-    return subprocess.run([DAGRUN, *args], cwd=cwd, capture_output=True, timeout=timeout)
+    return subprocess.run([*DAGRUN, *args], cwd=cwd, capture_output=True, timeout=timeout)
 
 
 def unique(prefix: str) -> str:
@@ -312,7 +308,7 @@ def test_no_secret_value_reaches_disk_api_cli_or_terminal(tmp_path: Path, dagrun
     outputs: dict[str, bytes] = {}
 
     run = subprocess.Popen(
-        [DAGRUN, "run", "flows.py:secret_flow", "--param", "password=DB_PASSWORD",
+        [*DAGRUN, "run", "flows.py:secret_flow", "--param", "password=DB_PASSWORD",
          "--param", f"token={token}", "--param", f"marker={marker}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
@@ -336,13 +332,7 @@ def test_no_secret_value_reaches_disk_api_cli_or_terminal(tmp_path: Path, dagrun
         outputs[" ".join(args)] = result.stdout + result.stderr
     assert b"connecting with password ****" in outputs[f"runs logs {run_id}"]
 
-    server = subprocess.Popen([DAGRUN, "server", "--port", "0"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert server.stdout is not None
-        match = re.match(rb"dagrun server: http://127\.0\.0\.1:(\d+)/", server.stdout.readline())
-        assert match, server.stderr.read() if server.stderr else b""
-        port = int(match.group(1))
+    with running_server(cwd=tmp_path) as (server, port):
         for path in ("/api/runs", f"/api/runs/{run_id}", f"/api/runs/{run_id}/logs"):
             outputs[f"GET {path}"] = http_get(port, path)
         logs = json.loads(outputs[f"GET /api/runs/{run_id}/logs"])["logs"]
@@ -350,9 +340,6 @@ def test_no_secret_value_reaches_disk_api_cli_or_terminal(tmp_path: Path, dagrun
         task_run_id = json.loads(outputs[f"GET /api/runs/{run_id}"])["task_runs"][0]["id"]
         outputs["GET /api/task-runs/{id}"] = http_get(port, f"/api/task-runs/{task_run_id}")
         stored_while_served = files_under(dagrun_home)  # the database's WAL, if the server has one open
-    finally:
-        server.terminate()
-        server.wait(30)
     outputs["dagrun server"] = server.stdout.read() + server.stderr.read()  # type: ignore[union-attr]
 
     stored = {**stored_while_served, **files_under(dagrun_home)}

@@ -27,7 +27,7 @@ import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from console_script import DAGRUN
+from console_script import DAGRUN, running_server
 from dagrun.history import (
     FlowRunStarted,
     FlowRunState,
@@ -588,22 +588,6 @@ def test_the_command_is_named_server_and_documents_its_options() -> None:
 
 # --- cross-site requests in token mode ---
 
-def dagrun_server(database: Path, host: str, token: str) -> tuple[subprocess.Popen[str], int]:
-    """The real `dagrun server` console script bound to `host` with `token`, and its port."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAGRUN_SERVER_TOKEN": token}
-    process = subprocess.Popen(
-        [*DAGRUN, "server", "--database", str(database), "--host", host, "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    assert process.stdout is not None
-    match = re.match(r"dagrun server: http://\S+:(\d+)/", process.stdout.readline())
-    if not match:
-        process.kill()
-        _, stderr = process.communicate(30)
-        pytest.fail(f"dagrun server did not start: {stderr}")
-    return process, int(match.group(1))
-
-
 def test_off_loopback_a_cookie_alone_cannot_cancel_run_or_pause(
         history_store: HistoryStore, recorded_history: History) -> None:
     """What a page on another site could make the user's browser send: the session cookie
@@ -620,8 +604,8 @@ def test_off_loopback_a_cookie_alone_cannot_cancel_run_or_pause(
     with DeploymentStore(history_store.path) as deployments:
         deployments.register([make_deployment(nightly, name="nightly", cron="@daily")],
                              datetime.now(UTC))
-        process, port = dagrun_server(history_store.path, "0.0.0.0", TOKEN)
-        try:
+        env = {**os.environ, "DAGRUN_SERVER_TOKEN": TOKEN}
+        with running_server("--database", str(history_store.path), "--host", "0.0.0.0", env=env) as (_, port):
             login = request(port, "GET", f"/?token={TOKEN}")
             assert login.status == 302
             cookie = {"Cookie": login.headers["Set-Cookie"].split(";", 1)[0]}
@@ -644,6 +628,3 @@ def test_off_loopback_a_cookie_alone_cannot_cancel_run_or_pause(
             # Behind a TLS proxy the cookie is Secure, so the browser never sends it over http.
             proxied = request(port, "GET", f"/?token={TOKEN}", headers={"X-Forwarded-Proto": "https"})
             assert "Secure" in proxied.headers["Set-Cookie"]
-        finally:
-            process.terminate()
-            process.communicate(timeout=30)
