@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -201,3 +202,41 @@ def test_a_driver_killed_on_this_host_is_crashed_without_waiting_for_its_lease(t
         states = {task["task_run_name"]: task["state"] for task in run["task_runs"]}
         assert states["sleeper-0"] == "Crashed"
         assert set(states.values()) <= {"Completed", "Crashed"}  # none left Running or Pending
+
+
+def test_a_recorded_driver_is_crashed_on_read_only_when_its_own_machine_sees_it_gone(tmp_path):
+    from dagrun.history import FlowRunStarted, HistoryStore
+    from dagrun.history.drivers import this_process
+
+    space, my_start = this_process()
+    assert space is not None and my_start is not None, "this test needs Linux's /proc"
+    ended = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    ended_start = psutil.Process(ended.pid).create_time()
+    ended.communicate(b"")  # it exits, and is reaped: its pid is free
+
+    def run(run_id: str, pid: int, started: float, *, space: str = space, deployment: str | None = None):
+        return FlowRunStarted(
+            flow_run_id=run_id, flow_name="etl", flow_run_name=f"etl-{run_id}", parameters={},
+            start_time=time.time(), parent_flow_run_id=None, parent_task_run_id=None, executor="local",
+            address=None, host=socket.gethostname(), pid=pid, deployment=deployment, lease_seconds=3600.0,
+            process_space=space, process_start=started,
+        )
+
+    with HistoryStore(tmp_path / "dagrun.db") as store:
+        store.apply([
+            run("alive", os.getpid(), my_start),
+            run("ended", ended.pid, ended_start),
+            run("pid-reused", os.getpid(), my_start - 60),  # the pid now belongs to a later process
+            run("other-container", ended.pid, ended_start, space="another-boot pid:[4026532000]"),
+            run("served", ended.pid, ended_start, deployment="nightly"),  # its service settles it
+        ])
+        states = {r["id"]: r["state"] for r in store.list_flow_runs()}
+        assert states == {
+            "alive": "Running", "ended": "Crashed", "pid-reused": "Crashed",
+            "other-container": "Running", "served": "Running",
+        }
+        message = store.get_flow_run("ended")["message"]
+        assert message == (
+            f"Crashed: the driver (pid {ended.pid} on {socket.gethostname()}) is gone; "
+            "it ended without recording a final state"
+        )
