@@ -52,6 +52,17 @@ FLOWS = textwrap.dedent(
     def waiting_at_the_end(marker: str):
         quick()
         sleeper(marker)  # the body returns at once; the run waits for the task at its end
+
+    @flow(name="inner")
+    def inner(marker: str):
+        return sleeper(marker).result()
+
+    @flow(name="outer_swallowing")
+    def outer_swallowing(marker: str):
+        try:
+            return inner(marker)
+        except Exception:  # the flow's own error handling must not swallow a cancel
+            return "swallowed"
     '''
 )
 
@@ -172,6 +183,21 @@ def test_runs_cancel_stops_a_driver_that_ignores_sigint(tmp_path, dagrun_home):
 def test_runs_cancel_stops_a_driver_waiting_at_the_end_of_its_run(tmp_path, dagrun_home):
     with running_driver(tmp_path, "waiting_at_the_end") as driver:
         assert_cancelled_quickly(driver, dagrun_home)
+
+
+def test_runs_cancel_reaches_a_subflow_through_a_body_that_catches_exceptions(tmp_path):
+    with running_driver(tmp_path, "outer_swallowing") as driver:
+        process, run_id = driver["process"], driver["run_id"]
+        assert dagrun("runs", "cancel", run_id).returncode == 0
+        _, stderr = wait_for_exit(process, timeout=60)
+        assert left_alive(driver["family"], timeout=5) == []
+        assert process.returncode == 130, stderr
+        outer = show(run_id)
+        assert outer["state"] == "Cancelled"
+        [subflow] = outer["subflow_runs"]
+        inner = show(subflow["id"])
+        assert (inner["flow_name"], inner["state"]) == ("inner", "Cancelled")
+        assert {task["task_run_name"]: task["state"] for task in inner["task_runs"]} == {"sleeper-0": "Cancelled"}
 
 
 def test_sigterm_cancels_the_run_and_exits_143(tmp_path):
