@@ -99,4 +99,5 @@ def sigterm_cancels(cancellation: RunCancellation) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:  # not one the flow installed meanwhile
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
