@@ -104,7 +104,11 @@ def running_driver(tmp_path: Path, flow: str, *, ignore_sigint: bool = False) ->
         poll(lambda: marker.exists() or process.poll() is not None, 120, "the long task to start")
         assert process.poll() is None, process.communicate()
         family |= {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
-        [run] = [r for r in json.loads(dagrun("runs", "ls", "--json").stdout) if r["flow_name"] == flow]
+
+        def recorded() -> list[dict[str, Any]]:  # the driver's history writer batches every 0.2 s
+            return [r for r in json.loads(dagrun("runs", "ls", "--json").stdout) if r["flow_name"] == flow]
+
+        [run] = poll(recorded, 30, "the run to be recorded")
         assert run["state"] == "Running"
         yield {"process": process, "run_id": run["id"], "family": family}
     finally:
@@ -175,8 +179,16 @@ def assert_cancelled_quickly(driver: dict[str, Any], home: Path) -> None:
     assert states == {"quick-0": "Completed", "sleeper-0": "Cancelled"}
 
 
+def ignores_sigint(pid: int) -> bool:
+    """From the kernel's own record of the process's ignored signals."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    ignored = int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
 def test_runs_cancel_stops_a_driver_that_ignores_sigint(tmp_path, dagrun_home):
     with running_driver(tmp_path, "blocked_in_result", ignore_sigint=True) as driver:
+        assert ignores_sigint(driver["process"].pid)
         assert_cancelled_quickly(driver, dagrun_home)
 
 
