@@ -273,7 +273,7 @@ def crash_lost_runs(connection: Any, now: float) -> int:
     machine) or whose lease expired, and its open task runs."""
     lost = lost_flow_runs(connection, now)
     for run in lost:
-        last_seen = min(run["heartbeat"], now)
+        last_seen = run["heartbeat"]
         driver = f"pid {run['pid']} on {run['host']}" if run["host"] else "its driver"
         if run["heartbeat"] + run["lease_seconds"] >= now:  # its process is gone
             message = f"Crashed: the driver ({driver}) is gone; it ended without recording a final state"
