@@ -39,7 +39,7 @@ class RunCancellation:
     |--------------------|--------------------------------------------------------------|
     | `reason`           | None while running; the message of the `Cancelled` state    |
     | `exit_code`        | the driver's exit status once the run is over (SIGTERM: 143) |
-    | `request(reason)`  | ask to stop; only the first request counts                   |
+    | `request(reason)`  | ask to stop; the first request gives the reason              |
     | `check()`          | raises `CancelRequested` once asked                          |
     """
 
@@ -59,10 +59,11 @@ class RunCancellation:
             wake()
 
     def request(self, reason: str, exit_code: int | None = None) -> None:
+        if exit_code is not None:  # SIGTERM after `runs cancel` still ends the process with it
+            self.exit_code = exit_code
         if self.reason is not None:
             return
-        self.exit_code = exit_code
-        self.reason = reason  # last: a reader that sees the reason sees the exit code too
+        self.reason = reason
         for wake in list(self._wakers):
             wake()
 
