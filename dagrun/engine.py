@@ -11,6 +11,9 @@ Policy
 - Flow retries re-run the body; task runs completed in the failed attempt (same task, same
   call position, same inputs) are reused rather than recomputed.
 - Ctrl-C cancels the pending tasks, marks them `Cancelled` and re-raises KeyboardInterrupt.
+  `dagrun runs cancel` and SIGTERM do the same without a signal reaching the flow body: they
+  set the run's `RunCancellation`, whose `CancelRequested` the body meets at its next task
+  call or wait; the run returns its `Cancelled` state (SIGTERM: then exits 143).
 
 State kept: one `FlowRunEngine` per flow run, holding the executor session and the
 `TaskRunTracker` of the current attempt (`engine.tasks`, which task calls submit to).
@@ -27,10 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 from dagrun.call_arguments import resolve_futures
+from dagrun.cancellation import RunCancellation, sigterm_cancels
 from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
-from dagrun.errors import CrashedError, FlowTimeoutError, ParameterValidationError
+from dagrun.errors import CancelledRunError, CancelRequested, CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
-from dagrun.executors.base import ExecutorSession
+from dagrun.executors.base import Executor, ExecutorSession
 from dagrun.hooks import run_flow_hooks
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
@@ -79,16 +83,27 @@ def run_flow(
         chosen = resolve_executor(executor, flow.executor)
         engine.recorder = RunRecorder.open()
         try:
-            session = chosen.start(on_log=engine.on_log)
-            try:
-                with CancelWatcher(engine), ProgressDisplay(engine):
-                    state = engine.run(session, executor_name=repr(chosen))
-            finally:
-                session.shutdown()
+            with sigterm_cancels(engine.cancellation):
+                state = _run_top_level(engine, chosen)
         finally:
             if engine.recorder is not None:
                 engine.recorder.close()
+        if engine.cancellation.exit_code is not None:
+            raise SystemExit(engine.cancellation.exit_code)  # SIGTERM's end, after the cleanup
     return state if return_state else state.result()
+
+
+def _run_top_level(engine: FlowRunEngine, executor: Executor) -> State:
+    """Run on a session of its own, always shut down; a cancel request wakes its waits."""
+    session = executor.start(on_log=engine.on_log)
+    engine.cancellation.add_waker(session.interrupt)
+    try:
+        with CancelWatcher(engine), ProgressDisplay(engine):
+            return engine.run(session, executor_name=repr(executor))
+    except CancelRequested:
+        return engine.state  # recorded Cancelled
+    finally:
+        session.shutdown()
 
 
 def _importing_main_in_spawned_worker() -> bool:
@@ -113,6 +128,7 @@ class FlowRunEngine:
         self.result_storage = flow.result_storage or (parent.engine.result_storage if parent else None)
         self.tasks: TaskRunTracker | None = None
         self.state = State(StateType.PENDING)
+        self.cancellation = parent.engine.cancellation if parent is not None else RunCancellation()
         timeout = flow.timeout_seconds
         own_deadline = None if timeout is None else time.monotonic() + timeout
         parent_deadline = parent.engine.tasks.deadline if parent is not None else None
@@ -168,6 +184,15 @@ class FlowRunEngine:
             except KeyboardInterrupt:
                 self._finish(State(StateType.CANCELLED, message="Cancelled", start_time=started, end_time=time.time()))
                 raise
+            except CancelRequested as request:
+                reason = str(request)
+                self._finish(
+                    State(
+                        StateType.CANCELLED, message=reason, exception=CancelledRunError(reason),
+                        start_time=started, end_time=time.time(),
+                    )
+                )
+                raise
             if state.is_completed() or state.is_cancelled() or attempt > policy.retries:
                 break
             delay = policy.delay_for(attempt)
@@ -177,7 +202,7 @@ class FlowRunEngine:
                 f"after {type(state.exception).__name__}: {state.exception}",
             )
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
-            time.sleep(delay)
+            self.cancellation.sleep(delay)
             attempt += 1
         self._record_timings()
         return self._finish(
@@ -226,17 +251,19 @@ class FlowRunEngine:
             result_storage=self.result_storage,
             content_hashes=self.content_hashes,
             recorder=self.recorder,
+            cancellation=self.cancellation,
         )
         self.tasks = tracker
         if self.flow.log_prints:
             capture_prints()
         try:
             try:
+                self.cancellation.check()
                 with flow_run_scope(context):
                     value = self.flow.fn(**self.parameters)
                 tracker.check_deadline()
                 tracker.wait_all()
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, CancelRequested):
                 raise
             except FlowTimeoutError:
                 raise
@@ -250,9 +277,10 @@ class FlowRunEngine:
                 kind = StateType.CRASHED if failure.state.type is StateType.CRASHED else StateType.FAILED
                 return State(kind, message=failure.state.message, exception=failure.state.exception)
             return State(StateType.COMPLETED, data=resolve_futures(value, tracker))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, CancelRequested) as stop:
             tracker.cancel()
-            self.state = State(StateType.CANCELLED, message="Cancelled by Ctrl-C")
+            reason = str(stop) if isinstance(stop, CancelRequested) else "Cancelled by Ctrl-C"
+            self.state = State(StateType.CANCELLED, message=reason)
             self.log(logging.WARNING, f"Flow run '{self.flow_run_name}' cancelled: pending tasks cancelled")
             raise
         except FlowTimeoutError as exc:

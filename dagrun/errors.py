@@ -16,7 +16,10 @@ cases where dagrun itself has something to say.
         ├── IntegrityError          an entry failed its checksum or signature
         └── SerializationError      a value could not be serialized (TypeError)
 
-Each carries `exit_code`, which the CLI uses for its process exit status.
+    CancelRequested (a BaseException, like KeyboardInterrupt)
+                                    raised in a flow body once its run is asked to stop
+
+Each `DagrunError` carries `exit_code`, which the CLI uses for its process exit status.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ class CancelledRunError(DagrunError):
     """The run was cancelled before it finished."""
 
     exit_code = 130
+
+
+class CancelRequested(BaseException):
+    """The run was asked to stop (`dagrun runs cancel`, SIGTERM): raised in the flow body at
+    its next task call or wait. Not an `Exception`, so a flow's `except Exception` does not
+    swallow it; the engine cancels the run's tasks and records `Cancelled`."""
 
 
 class ResultStoreError(DagrunError):

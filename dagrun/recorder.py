@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import logging
 import os
-import _thread
 import socket
 import threading
 import time
 import traceback
 from typing import Any
 
+from dagrun.cancellation import RUNS_CANCEL_REASON
 from dagrun.history import HistoryStore, HistoryWriter
+from dagrun.history.drivers import this_process
 from dagrun.history.events import (
     FlowRunStarted,
     FlowRunState,
@@ -81,6 +82,7 @@ class RunRecorder:
     # ---------------------------------------------------------------- flow runs
     def flow_started(self, engine: Any, executor: str, address: str | None) -> None:
         parent = engine.parent
+        process_space, process_start = this_process()
         self._writer.submit(
             FlowRunStarted(
                 flow_run_id=engine.flow_run_id,
@@ -97,6 +99,8 @@ class RunRecorder:
                 deployment=os.environ.get("DAGRUN_DEPLOYMENT") if parent is None else None,
                 slot=os.environ.get("DAGRUN_DEPLOYMENT_SLOT") if parent is None else None,
                 lease_seconds=lease_seconds(),
+                process_space=process_space,
+                process_start=process_start,
             )
         )
 
@@ -190,8 +194,9 @@ def _error_fields(exception: BaseException | None) -> tuple[str | None, str | No
 
 class CancelWatcher:
     """While a top-level run is going, polls the history for `dagrun runs cancel ID` and, when
-    asked, interrupts the run's main thread: the same path as Ctrl-C (pending tasks are
-    cancelled, states become Cancelled, the local cluster is shut down)."""
+    asked, cancels the run through its `RunCancellation`: the run's waits wake at once and it
+    takes the Ctrl-C path (pending tasks cancelled, states Cancelled, local cluster stopped)
+    without any signal, so a driver that ignores SIGINT (`dagrun run ... &`) stops too."""
 
     def __init__(self, engine: Any, interval: float = 1.0) -> None:
         self._engine = engine
@@ -201,7 +206,7 @@ class CancelWatcher:
 
     def __enter__(self) -> CancelWatcher:
         recorder = self._engine.recorder
-        if recorder is not None and threading.current_thread() is threading.main_thread():
+        if recorder is not None:
             self._thread = threading.Thread(target=self._watch, args=(recorder.store,), daemon=True, name="dagrun-cancel")
             self._thread.start()
         return self
@@ -219,5 +224,5 @@ class CancelWatcher:
                 continue
             if requested:
                 self._engine.log(logging.WARNING, "Cancel requested: cancelling the flow run")
-                _thread.interrupt_main()
+                self._engine.cancellation.request(RUNS_CANCEL_REASON)
                 return

@@ -8,6 +8,8 @@ Policy
   finalized its upstream runs already are. An error is classified as: upstream failed ->
   `NotRun`; upstream resubmitted -> resubmit too; infrastructure (worker died, scheduler
   lost) -> resubmit within the task's retry budget, else `Crashed`; otherwise -> `Failed`.
+- A cancel request (`RunCancellation`) wakes every wait; the next task call or wait raises
+  `CancelRequested` in the flow body.
 - Nothing blocks on success: finished runs are swept in batches, and a finished run's handle
   is released as soon as no `TaskFuture` refers to it, so memory stays bounded.
 
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dagrun.caching import CacheKeyContext, CachePlanner
+from dagrun.cancellation import RunCancellation
 from dagrun.call_arguments import fingerprint, resolve_futures, substitute_handles, upstream_of
 from dagrun.config import env_flag
 from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, ResultStoreError, UpstreamFailedError
@@ -104,8 +107,10 @@ class TaskRunTracker:
         result_storage: str | None = None,
         content_hashes: dict[str, str] | None = None,
         recorder: RunRecorder | None = None,
+        cancellation: RunCancellation | None = None,
     ) -> None:
         self.session = session
+        self.cancellation = cancellation or RunCancellation()
         self.flow_run_id = flow_run_id
         self.flow_run_name = flow_run_name
         self.log_sink = log_sink
@@ -131,6 +136,7 @@ class TaskRunTracker:
 
     def submit_many(self, task: Any, calls: list[tuple[tuple, dict]], wait_for: Iterable[Any] = ()) -> list[TaskFuture]:
         """Submit calls of one task together (one scheduler message for a whole `map`)."""
+        self.cancellation.check()
         wait_for = tuple(wait_for or ())
         futures, batch = [], []
         for args, kwargs in calls:
@@ -357,6 +363,7 @@ class TaskRunTracker:
         timeout = self.session.reconnect_timeout
         self._log_flow(logging.WARNING, f"Lost the Dask scheduler; reconnecting for up to {timeout:.0f} s")
         if not self.session.reconnect(timeout):
+            self.cancellation.check()
             raise CrashedError(
                 f"Lost the connection to the Dask scheduler at {self.session.address} and could not "
                 f"reconnect within {timeout:.0f} s (connect_timeout); the run's tasks were lost"
@@ -426,6 +433,7 @@ class TaskRunTracker:
             if run.handle is None:  # deferred: let what it waits for make progress
                 if self._active:
                     self.session.wait_any([r.handle for r in self._active], self._remaining(deadline))
+                self.cancellation.check()
                 self.sweep()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -434,6 +442,7 @@ class TaskRunTracker:
                 break
             self.sweep(until=run)
         self.check_deadline()
+        self.cancellation.check()
         return run.state
 
     def result(self, run: TaskRun, *, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
@@ -456,6 +465,7 @@ class TaskRunTracker:
         """The values of completed runs; a hit whose entry is unusable is recomputed first."""
         handles = [self._handle_of(run) for run in runs]
         self.session.wait(handles, self._remaining(None))
+        self.cancellation.check()
         broken = [run for run in runs if self._load_failed(run)]
         for run in broken:
             self._recompute(run)
@@ -487,13 +497,18 @@ class TaskRunTracker:
             if self._active:
                 self.session.wait([run.handle for run in self._active], self._remaining(None))
             self.check_deadline()
+            self.cancellation.check()
             self.sweep()
 
     def cancel(self) -> None:
-        """Cancel every run that has not finished; their states become Cancelled."""
+        """Cancel every run that has not finished; their states become Cancelled. A run that
+        finished before the cancel but was not swept yet is recorded Completed, as it is."""
         self._cancelled = True
-        active, self._active = self._active + self._deferred, []
-        self._deferred = []
+        finished = [run for run in self._active if self.session.status(run.handle) == FINISHED]
+        for run in finished:
+            self._set_state(run, State(StateType.COMPLETED))
+        active = [run for run in self._active + self._deferred if not run.state.is_final()]
+        self._active, self._deferred = [], []
         self.session.cancel(run.handle for run in active if run.handle is not None)
         error = CancelledRunError(f"Cancelled with flow run '{self.flow_run_name}'")
         for run in active:

@@ -72,6 +72,11 @@ class ExecutorSession(ABC):
     def wait_any(self, handles: Sequence[Handle], timeout: float | None) -> None:
         """Block until at least one handle is done or `timeout` expires."""
 
+    def interrupt(self) -> None:
+        """Make every wait, in progress or to come, return at once as if it timed out (the
+        run is being cancelled). Callable from any thread and from a signal handler: it must
+        take no lock. An executor that runs tasks in the caller's thread has nothing to wake."""
+
     @abstractmethod
     def exception(self, handle: Handle) -> BaseException:
         """The exception of a handle whose status is ERROR."""

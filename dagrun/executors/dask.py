@@ -48,6 +48,7 @@ from dagrun.executors.dask_clusters import (
     MANAGED_CLUSTER_CONFIG,
     check_tls_configured,
     check_worker_versions,
+    close_worker_processes,
     cluster_arguments,
     cluster_family,
 )
@@ -67,13 +68,20 @@ from dagrun.secrets import known_values
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
 
-async def _wait_done(futures: Sequence[distributed.Future], timeout: float | None, return_when: str) -> None:
+async def _wait_done(
+    futures: Sequence[distributed.Future], timeout: float | None, return_when: str, woken: asyncio.Event
+) -> None:
     """Wait for futures to be done in any way (unlike `distributed.wait`, which raises when
-    one was cancelled: a cancelled task is an outcome the engine classifies itself)."""
+    one was cancelled: a cancelled task is an outcome the engine classifies itself), or until
+    the session is interrupted (`woken` set: the run is being cancelled)."""
     waiters = [asyncio.ensure_future(future._state.wait()) for future in futures]
-    _, not_done = await asyncio.wait(waiters, timeout=timeout, return_when=return_when)
-    for waiter in not_done:
-        waiter.cancel()
+    done = asyncio.ensure_future(asyncio.wait(waiters, return_when=return_when))
+    wake = asyncio.ensure_future(woken.wait())
+    try:
+        await asyncio.wait((done, wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (*waiters, done, wake):
+            waiter.cancel()
 
 
 class DaskSession(ExecutorSession):
@@ -92,6 +100,9 @@ class DaskSession(ExecutorSession):
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
+        self._interrupted = False  # set once by `interrupt`, from any thread or a signal handler
+        self._woken = asyncio.Event()  # the same, for waits in progress on the client's loop
+        self._cancelled_tasks = False  # some were cancelled while running: stop workers hard
         client.subscribe_topic(LOG_TOPIC, receive(on_log))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
@@ -178,14 +189,21 @@ class DaskSession(ExecutorSession):
 
     def wait(self, handles: Sequence[distributed.Future], timeout: float | None) -> bool:
         pending = [handle for handle in handles if handle.status == "pending"]
-        if pending:
-            self.client.sync(_wait_done, pending, timeout, asyncio.ALL_COMPLETED)
+        if pending and not self._interrupted:
+            self.client.sync(_wait_done, pending, timeout, asyncio.ALL_COMPLETED, self._woken)
         return all(handle.status != "pending" for handle in pending)
 
     def wait_any(self, handles: Sequence[distributed.Future], timeout: float | None) -> None:
         pending = [handle for handle in handles if handle.status == "pending"]
-        if len(pending) == len(handles) and pending:
-            self.client.sync(_wait_done, pending, timeout, asyncio.FIRST_COMPLETED)
+        if len(pending) == len(handles) and pending and not self._interrupted:
+            self.client.sync(_wait_done, pending, timeout, asyncio.FIRST_COMPLETED, self._woken)
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        try:
+            self.client.loop.asyncio_loop.call_soon_threadsafe(self._woken.set)
+        except RuntimeError:  # the client's loop is closed: nothing is waiting on it
+            pass
 
     def exception(self, handle: distributed.Future) -> BaseException:
         if handle.status == "cancelled":
@@ -201,7 +219,7 @@ class DaskSession(ExecutorSession):
     def reconnect(self, timeout: float) -> bool:
         """Wait for the client's own reconnection loop (it retries for `connect_timeout`)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._interrupted:
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
                 if self._collecting_timings:  # nor its spans plugin
@@ -219,6 +237,7 @@ class DaskSession(ExecutorSession):
     def cancel(self, handles: Iterable[distributed.Future]) -> None:
         pending = [handle for handle in handles if handle.status == "pending"]
         if pending:
+            self._cancelled_tasks = True
             self.client.cancel(pending)
 
     def collect_timings(self) -> None:
@@ -244,6 +263,10 @@ class DaskSession(ExecutorSession):
             client.unsubscribe_topic(LOG_TOPIC)
         except Exception:  # noqa: BLE001 - the connection may already be gone
             pass
+        if cluster is not None and self._cancelled_tasks:
+            # Cancelling a future does not stop its task's thread; a busy worker would hold up
+            # the close for 4 s (Nanny.close), so it is killed after a short grace instead.
+            close_worker_processes(cluster, grace=0.5)
         client.close()
         if cluster is not None:
             cluster.close()

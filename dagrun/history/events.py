@@ -57,6 +57,8 @@ class FlowRunStarted:
     pass a dict the flow will not mutate, since the writer thread encodes it later.
     `lease_seconds` is how long the run may go without a heartbeat before it is `Crashed`.
     `deployment` and `slot` name the deployment and schedule slot that started the run.
+    `process_space` and `process_start` let a reader on the driver's machine see that the
+    driver died without waiting for the lease (see `dagrun.history.drivers`).
     """
 
     flow_run_id: str
@@ -73,6 +75,8 @@ class FlowRunStarted:
     deployment: str | None = None
     slot: str | None = None
     lease_seconds: float = 30.0
+    process_space: str | None = None
+    process_start: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import statistics
 from typing import Any
 
+from dagrun.history.drivers import driver_is_gone, process_space
 from dagrun.history.events import ACTIVE_STATE_NAMES, FINAL_STATE_NAMES
 
 Row = dict[str, Any]
@@ -185,14 +187,25 @@ def flow_stats(connection: Any) -> list[Row]:
     return result
 
 
-def expired_lease_exists(connection: Any, now: float) -> bool:
-    """Whether some unfinished flow run's heartbeat lease has run out (a cheap check)."""
-    row = connection.execute(
-        f"SELECT id FROM flow_runs WHERE state IN ({_ACTIVE}) AND heartbeat + lease_seconds < ? "
-        "LIMIT 1",
-        (*ACTIVE_STATE_NAMES, now),
-    ).fetchone()
-    return row is not None
+def lost_flow_runs(connection: Any, now: float) -> list[Row]:
+    """Unfinished flow runs whose driver is lost: its lease ran out, or it ran in this
+    machine's process space (see `drivers`) and its process is gone. Cheap: it reads only
+    the few runs in a non-final state, and looks up only this machine's drivers.
+
+    A run a `dagrun serve` started is left to its service, which settles it with how its
+    process ended (exit code, last output); only its lease ends it without the service."""
+    space = process_space()
+    rows = connection.execute(
+        "SELECT id, heartbeat, lease_seconds, host, pid, process_start FROM flow_runs "
+        f"WHERE state IN ({_ACTIVE}) AND (heartbeat + lease_seconds < ? OR "
+        "(host = ? AND process_space = ? AND pid IS NOT NULL AND process_start IS NOT NULL "
+        "AND deployment IS NULL))",
+        (*ACTIVE_STATE_NAMES, now, socket.gethostname(), space),
+    ).fetchall()
+    return [
+        row for row in rows
+        if row["heartbeat"] + row["lease_seconds"] < now or driver_is_gone(row["pid"], row["process_start"])
+    ]
 
 
 def ids_with_prefix(connection: Any, table: str, prefix: str, limit: int) -> list[str]:

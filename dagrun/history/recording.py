@@ -26,6 +26,7 @@ from dagrun.history.events import (
     state_name,
 )
 from dagrun.history.parameters import encode_parameters
+from dagrun.history.queries import lost_flow_runs
 
 _ACTIVE = ", ".join("?" * len(ACTIVE_STATE_NAMES))
 
@@ -45,13 +46,14 @@ def record_flow_runs_started(connection: Any, events: Sequence[FlowRunStarted]) 
     connection.executemany(
         "INSERT INTO flow_runs (id, flow_name, flow_run_name, state, state_time, message, "
         "parameters, start_time, parent_flow_run_id, parent_task_run_id, executor, address, "
-        "host, pid, deployment, slot, heartbeat, lease_seconds) "
-        "VALUES (?, ?, ?, 'Running', ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "host, pid, deployment, slot, heartbeat, lease_seconds, process_space, process_start) "
+        "VALUES (?, ?, ?, 'Running', ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         # The same run started again (a driver resuming it) is running again, not a new row.
         "ON CONFLICT (id) DO UPDATE SET state = 'Running', state_time = excluded.state_time, "
         "end_time = NULL, executor = excluded.executor, address = excluded.address, "
         "host = excluded.host, pid = excluded.pid, heartbeat = excluded.heartbeat, "
-        "lease_seconds = excluded.lease_seconds",
+        "lease_seconds = excluded.lease_seconds, process_space = excluded.process_space, "
+        "process_start = excluded.process_start",
         [
             (
                 str(event.flow_run_id),
@@ -70,6 +72,8 @@ def record_flow_runs_started(connection: Any, events: Sequence[FlowRunStarted]) 
                 _text(event.slot),
                 float(event.start_time),
                 float(event.lease_seconds),
+                _text(event.process_space),
+                _real(event.process_start),
             )
             for event in events
         ],
@@ -265,19 +269,19 @@ def record_heartbeats(connection: Any, events: Sequence[Heartbeat]) -> None:
 
 
 def crash_lost_runs(connection: Any, now: float) -> int:
-    """Mark `Crashed` every unfinished flow run whose lease expired, and its open task runs."""
-    lost = connection.execute(
-        "SELECT id, heartbeat, lease_seconds, host, pid FROM flow_runs "
-        f"WHERE state IN ({_ACTIVE}) AND heartbeat + lease_seconds < ?",
-        (*ACTIVE_STATE_NAMES, now),
-    ).fetchall()
+    """Mark `Crashed` every unfinished flow run whose driver is gone (seen from its own
+    machine) or whose lease expired, and its open task runs."""
+    lost = lost_flow_runs(connection, now)
     for run in lost:
         last_seen = run["heartbeat"]
         driver = f"pid {run['pid']} on {run['host']}" if run["host"] else "its driver"
-        message = (
-            f"Crashed: the driver ({driver}) stopped sending heartbeats; the run was last "
-            f"seen {now - last_seen:.1f} s ago and its lease is {run['lease_seconds']:g} s"
-        )
+        if run["heartbeat"] + run["lease_seconds"] >= now:  # its process is gone
+            message = f"Crashed: the driver ({driver}) is gone; it ended without recording a final state"
+        else:
+            message = (
+                f"Crashed: the driver ({driver}) stopped sending heartbeats; the run was last "
+                f"seen {now - last_seen:.1f} s ago and its lease is {run['lease_seconds']:g} s"
+            )
         task_message = "Crashed: its flow run's driver died"
         open_tasks = (run["id"], *ACTIVE_STATE_NAMES)
         connection.execute(
