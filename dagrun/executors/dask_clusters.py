@@ -26,6 +26,7 @@ from typing import Any
 
 import dask
 import distributed
+import psutil
 
 from dagrun.cluster_config import import_cluster_class
 from dagrun.errors import ConfigError
@@ -263,6 +264,8 @@ def close_worker_processes(cluster: Any, grace: float) -> None:
     async def close_all() -> None:
         await asyncio.gather(*(nanny.close(timeout=grace) for nanny in nannies), return_exceptions=True)
 
+    pids = [nanny.process.process.pid for nanny in nannies
+            if nanny.process is not None and nanny.process.process is not None]
     nanny_logger = logging.getLogger("distributed.nanny")
     level = nanny_logger.level
     nanny_logger.setLevel(logging.ERROR)  # "still alive after 0.4 seconds, killing" is the plan
@@ -270,3 +273,22 @@ def close_worker_processes(cluster: Any, grace: float) -> None:
         cluster.sync(close_all)
     finally:
         nanny_logger.setLevel(level)
+    _reap(pids, timeout=5.0)
+
+
+def _reap(pids: list[int], timeout: float) -> None:
+    """Wait until the killed worker processes are really gone (a loaded machine can take a
+    moment), killing any that survived, so the driver never exits before its workers."""
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=timeout)
