@@ -21,7 +21,7 @@ from typing import Any
 import cloudpickle
 
 from dagrun.context import LogSink, TaskRunContext, task_run_scope
-from dagrun.caching import expiry_time
+from dagrun.cache_keys import expiry_time
 from dagrun.errors import ResultStoreError, SerializationError
 from dagrun.hashing import content_hash
 from dagrun.results import CacheMiss, ResultStore
