@@ -16,6 +16,7 @@ from typing import Any
 
 import distributed
 
+from dagrun.errors import TaskExitError
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
 
@@ -48,19 +49,29 @@ def _forward_log(line: dict) -> None:
 
 # Three entry points, so the common call ships only what it uses (fewer graph nodes per task).
 def run_on_worker(spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, *args: Any) -> Any:
-    return run_task(spec.load(), task_run_id, index, args, {}, _forward_log, cache_key)
+    return _run(spec, task_run_id, index, args, {}, cache_key)
 
 
 def run_on_worker_with_kwargs(
     spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, *args: Any
 ) -> Any:
-    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+    return _run(spec, task_run_id, index, args, kwargs, cache_key)
 
 
 def run_after(
     spec: SharedSpec, task_run_id: str, index: int, cache_key: str | None, kwargs: dict, _markers: list, *args: Any
 ) -> Any:
-    return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+    return _run(spec, task_run_id, index, args, kwargs, cache_key)
+
+
+def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:
+    """Run the task; a `SystemExit` or `KeyboardInterrupt` from it fails the task run instead
+    of the worker (Dask lets both through its task thread, and the worker process ends)."""
+    try:
+        return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+    except (SystemExit, KeyboardInterrupt) as exit_request:
+        description = type(exit_request).__name__ + (f": {exit_request}" if str(exit_request) else "")
+        raise TaskExitError(description).with_traceback(exit_request.__traceback__) from None
 
 
 def load_on_worker(spec: SharedSpec, cache_key: str) -> Any:
