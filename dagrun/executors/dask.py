@@ -50,6 +50,7 @@ from dagrun.executors.dask_clusters import (
     cluster_arguments,
     cluster_family,
 )
+from dagrun.executors.dask_deaths import death_reason, install_worker_deaths
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_worker import (
     LOG_TOPIC,
@@ -62,6 +63,7 @@ from dagrun.executors.dask_worker import (
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 
+DEATH_REASON_WAIT = 0.5  # seconds a nanny's account of a worker death may trail the death
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
 
@@ -91,6 +93,11 @@ class DaskSession(ExecutorSession):
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
         client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
+        self._install_worker_deaths()
+
+    def _install_worker_deaths(self) -> None:
+        """One worker death per attempt for this client's tasks (see `dask_deaths`)."""
+        self.client.run_on_scheduler(install_worker_deaths, client=self.client.id)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -198,7 +205,8 @@ class DaskSession(ExecutorSession):
         while time.monotonic() < deadline:
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
-                if self._collecting_timings:  # nor its spans plugin
+                self._install_worker_deaths()  # nor its plugins
+                if self._collecting_timings:
                     self._collecting_timings = False
                     self.collect_timings()
                 return True
@@ -229,6 +237,11 @@ class DaskSession(ExecutorSession):
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
+
+    def describe_infrastructure_error(self, exception: BaseException) -> str:
+        if isinstance(exception, KilledWorker):
+            return f"KilledWorker: {death_reason(self.client, exception.last_worker, wait=DEATH_REASON_WAIT)}"
+        return super().describe_infrastructure_error(exception)
 
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster

@@ -1,0 +1,80 @@
+"""What happens to a dagrun task whose worker dies under it, and how the run learns why.
+
+Policy: Dask reruns a task whose worker died on another worker, up to
+`distributed.scheduler.allowed-failures` (3) times, so a task that kills its worker
+(`os._exit`, a segfault, its memory limit) takes down 4 of them per submission, each losing
+the results held there; and the history never hears of the reruns. dagrun wants one death per
+attempt, counted against the task's own retries. So its clients sign up with `WorkerDeaths`,
+a scheduler plugin that marks each task they submit as having used up Dask's allowance: the
+first death of its worker fails the task with `KilledWorker`, and dagrun decides whether to
+submit it again (`task_runs`). The scheduler's setting is left alone: other clients of the
+same cluster keep Dask's behaviour, and nothing needs configuring on a remote scheduler.
+
+Why a worker died is known to its nanny: when it ends a worker for exceeding its memory limit
+it logs a `worker-restart-memory` event with the scheduler. `death_reason` finds it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import distributed
+from dask.utils import format_bytes
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+MEMORY_TOPIC = "worker-restart-memory"  # logged by the nanny (distributed.worker_memory)
+
+
+class WorkerDeaths(SchedulerPlugin):
+    """Tasks of signed-up clients fail with `KilledWorker` on their worker's first death."""
+
+    name = "dagrun-worker-deaths"
+
+    def __init__(self) -> None:
+        self.clients: set[str] = set()
+
+    def update_graph(self, scheduler: Any, *, client: str, tasks: list, **kwargs: Any) -> None:
+        if client not in self.clients:
+            return
+        # `remove_worker` fails a processing task once `suspicious > allowed_failures`;
+        # counting from the allowance makes that the first death.
+        allowed = scheduler.allowed_failures
+        for key in tasks:
+            task = scheduler.tasks.get(key)
+            if task is not None and task.suspicious < allowed:
+                task.suspicious = allowed
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        self.clients.discard(client)
+
+
+def install_worker_deaths(dask_scheduler: Any, client: str) -> None:
+    """Sign `client` up, adding the plugin unless the scheduler has it (run with
+    `run_on_scheduler`)."""
+    plugin = dask_scheduler.plugins.get(WorkerDeaths.name)
+    if plugin is None:
+        plugin = WorkerDeaths()
+        dask_scheduler.add_plugin(plugin)
+    plugin.clients.add(client)
+
+
+def death_reason(client: distributed.Client, worker: Any, wait: float) -> str:
+    """Why `worker` (a `KilledWorker`'s `last_worker`) died, as the end of a sentence.
+
+    The nanny logs a memory kill as it terminates the worker, so its event may reach the
+    scheduler just after the worker's connection drops: it is looked for up to `wait` s.
+    """
+    address = getattr(worker, "address", None)
+    deadline = time.monotonic() + wait
+    while address is not None:
+        for _, event in client.get_events(MEMORY_TOPIC):
+            if isinstance(event, dict) and event.get("worker") == address:
+                limit = getattr(worker, "memory_limit", None)
+                of = f" of {format_bytes(limit)}" if limit else ""
+                used = f" ({format_bytes(event['rss'])} in use)" if event.get("rss") else ""
+                return f"its worker {address} was ended by its nanny for reaching its memory limit{of}{used}"
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)  # the event arrives through the scheduler; there is nothing to wait on
+    return f"its worker {address or '(unknown)'} died while running it"
