@@ -147,8 +147,11 @@ def test_a_worker_killed_for_its_memory_limit_says_so_in_the_task_error(tmp_path
         assert state.name == "Crashed"
         message = str(state.exception)
         assert "memory" in message and format_bytes(limit) in message, message
+        # No retries: one more attempt all the same (one death is more often the machine's
+        # fault than the task's), then Crashed; each attempt cost one worker.
+        assert "attempt 2 of 2" in message and worker_deaths(cluster) == 2, message
         [run] = task_runs("hungry").values()
-        assert run["state"] == "Crashed"
+        assert run["state"] == "Crashed" and run["attempts"] == 2
         assert "memory" in run["error"] and format_bytes(limit) in run["error"], run["error"]
     finally:
         cluster.close()

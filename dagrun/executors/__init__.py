@@ -8,6 +8,7 @@
 | `dask_worker.py`   | what runs on Dask workers (imported there: no driver-side code)      |
 | `dask_clusters.py` | building the clusters dagrun starts, checking those it attaches to   |
 | `dask_spans.py`    | a scheduler plugin keeping where and when tasks ran, for the history |
+| `dask_deaths.py`   | a scheduler plugin: a worker's death fails dagrun's task at once     |
 
 `DaskExecutor` is imported on first use, so code that only needs the in-process executor
 does not pay for importing `distributed`.

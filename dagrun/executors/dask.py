@@ -8,7 +8,9 @@ building and checking clusters is in `dask_clusters`.
 Before a session runs anything on workers it did not start, it checks their versions against
 the driver's (one Dask version broadcast per flow run). Tasks with `resources=` run only on
 workers that declare them; tags with a concurrency limit hold a `distributed.Semaphore` lease
-per task run (`TagSlots`, shipped once per task in its spec).
+per task run (`TagSlots`, shipped once per task in its spec). A worker's death fails the
+tasks it was running at once (`dask_deaths`), so the engine decides about reruns, under each
+task's retries, and says why the worker died.
 """
 
 from __future__ import annotations
