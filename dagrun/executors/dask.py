@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import pickle
 import time
 import uuid
@@ -65,6 +66,7 @@ from dagrun.executors.dask_worker import (
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 
+logger = logging.getLogger("dagrun.executors")
 DEATH_REASON_WAIT = 0.5  # seconds a nanny's account of a worker death may trail the death
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
@@ -98,8 +100,17 @@ class DaskSession(ExecutorSession):
         self._install_worker_deaths()
 
     def _install_worker_deaths(self) -> None:
-        """One worker death per attempt for this client's tasks (see `dask_deaths`)."""
-        self.client.run_on_scheduler(install_worker_deaths, client=self.client.id)
+        """One worker death per attempt for this client's tasks (see `dask_deaths`); a
+        scheduler that cannot import it (another dagrun there) keeps Dask's own reruns."""
+        try:
+            self.client.run_on_scheduler(install_worker_deaths, client=self.client.id)
+        except Exception as exc:  # noqa: BLE001 - the run works without it, as plain Dask does
+            logger.warning(
+                "The Dask scheduler at %s cannot run dagrun's worker-deaths plugin (%s: %s): a task "
+                "whose worker dies is rerun by Dask on other workers, not under its retries. "
+                "Install this driver's dagrun next to the scheduler.",
+                self.address, type(exc).__name__, exc,
+            )
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
