@@ -96,6 +96,7 @@ class DaskSession(ExecutorSession):
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
+        self._death_reasons: dict[str, str] = {}  # dead worker's address -> why it died
         client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
         self._install_worker_deaths()
 
@@ -252,9 +253,14 @@ class DaskSession(ExecutorSession):
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
 
     def describe_infrastructure_error(self, exception: BaseException) -> str:
-        if isinstance(exception, KilledWorker):
-            return f"KilledWorker: {death_reason(self.client, exception.last_worker, wait=DEATH_REASON_WAIT)}"
-        return super().describe_infrastructure_error(exception)
+        if not isinstance(exception, KilledWorker):
+            return super().describe_infrastructure_error(exception)
+        # Asked once per dead worker: it may have held thousands of this session's tasks.
+        worker = exception.last_worker
+        reason = self._death_reasons.get(worker.address)
+        if reason is None:
+            reason = self._death_reasons[worker.address] = death_reason(self.client, worker, wait=DEATH_REASON_WAIT)
+        return f"KilledWorker: {reason}"
 
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster

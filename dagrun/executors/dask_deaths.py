@@ -10,6 +10,11 @@ first death of its worker fails the task with `KilledWorker`, and dagrun decides
 submit it again (`task_runs`). The scheduler's setting is left alone: other clients of the
 same cluster keep Dask's behaviour, and nothing needs configuring on a remote scheduler.
 
+Every task of a signed-up client that the dead worker held fails with it, also those waiting
+their turn there: the scheduler knows which tasks a worker holds, not which one was running
+(its heartbeats lag; finished tasks may be unreported) nor which one killed it. Dask counts a
+death against each of them too.
+
 Why a worker died is known to its nanny: when it ends a worker for exceeding its memory limit
 it logs a `worker-restart-memory` event with the scheduler. `death_reason` finds it.
 """
@@ -68,7 +73,11 @@ def death_reason(client: distributed.Client, worker: Any, wait: float) -> str:
     address = getattr(worker, "address", None)
     deadline = time.monotonic() + wait
     while address is not None:
-        for _, event in client.get_events(MEMORY_TOPIC):
+        try:
+            events = client.get_events(MEMORY_TOPIC)
+        except Exception:  # noqa: BLE001 - the scheduler is going too: the reason stays unknown
+            break
+        for _, event in events:
             if isinstance(event, dict) and event.get("worker") == address:
                 limit = getattr(worker, "memory_limit", None)
                 of = f" of {format_bytes(limit)}" if limit else ""
@@ -77,4 +86,4 @@ def death_reason(client: distributed.Client, worker: Any, wait: float) -> str:
         if time.monotonic() >= deadline:
             break
         time.sleep(0.05)  # the event arrives through the scheduler; there is nothing to wait on
-    return f"its worker {address or '(unknown)'} died while running it"
+    return f"its worker {address or '(unknown)'} died"
