@@ -85,6 +85,30 @@ def test_a_task_that_exits_its_worker_takes_down_one_worker_per_attempt(cluster,
     assert all("died" in a["error"] for a in run["attempt_history"]), run["attempt_history"]
 
 
+def test_a_rerun_after_a_worker_death_is_an_attempt_in_the_history(cluster, tmp_path):
+    marker = tmp_path / "died-once"
+
+    @task
+    def fragile():
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)  # the first attempt takes its worker down
+        return "done"
+
+    @flow(executor=DaskExecutor(address=cluster.scheduler_address))
+    def survives():
+        return fragile()
+
+    assert survives() == "done"
+    assert worker_deaths(cluster) == 1
+    [run] = task_runs("survives").values()
+    assert run["state"] == "Completed" and run["attempts"] == 2 and run["error"] is None
+    first, last = run["attempt_history"]
+    assert first["attempt"] == 1 and "died" in first["error"] and "attempt 1 of 2" in first["error"]
+    assert last["attempt"] == 2 and last["error"] is None
+    assert [s["state"] for s in run["state_history"]] == ["Pending", "Retrying", "Completed"]
+
+
 def test_system_exit_and_keyboard_interrupt_fail_the_task_and_no_worker_dies(tmp_path):
     cluster = start_cluster(n_workers=1, threads_per_worker=2)
     try:
