@@ -352,11 +352,11 @@ class TaskRunTracker:
         attempt = f"attempt {run.resubmits + 1} of {budget + 1}"
         if run.resubmits < budget:
             run.resubmits += 1
-            self._log(run, logging.WARNING, f"Resubmitting '{run.name}' after {reason} ({attempt})")
+            self._log(run, logging.WARNING, f"Resubmitting '{run.name}': {attempt} was lost: {reason}")
             if self.recorder is not None:
-                self.recorder.task_attempt_lost(run, f"{reason} ({attempt})")
+                self.recorder.task_attempt_lost(run, reason)
             return self._resubmit(run)
-        crash = CrashedError(f"Task run '{run.name}' crashed: {reason} ({attempt})")
+        crash = CrashedError(f"Task run '{run.name}' crashed on {attempt}: {reason}")
         crash.__cause__ = exception
         self._set_state(run, State(StateType.CRASHED, message=str(crash), exception=crash))
         return True

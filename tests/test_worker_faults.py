@@ -104,7 +104,7 @@ def test_a_rerun_after_a_worker_death_is_an_attempt_in_the_history(cluster, tmp_
     [run] = task_runs("survives").values()
     assert run["state"] == "Completed" and run["attempts"] == 2 and run["error"] is None
     first, last = run["attempt_history"]
-    assert first["attempt"] == 1 and "died" in first["error"] and "attempt 1 of 2" in first["error"]
+    assert first["attempt"] == 1 and "KilledWorker" in first["error"] and "died" in first["error"]
     assert last["attempt"] == 2 and last["error"] is None
     assert [s["state"] for s in run["state_history"]] == ["Pending", "Retrying", "Completed"]
 

@@ -82,7 +82,10 @@ def death_reason(client: distributed.Client, worker: Any, wait: float) -> str:
                 limit = getattr(worker, "memory_limit", None)
                 of = f" of {format_bytes(limit)}" if limit else ""
                 used = f" ({format_bytes(event['rss'])} in use)" if event.get("rss") else ""
-                return f"its worker {address} was ended by its nanny for reaching its memory limit{of}{used}"
+                return (
+                    f"its worker {address} was ended by its nanny for reaching its memory limit{of}{used}; "
+                    "give workers a larger memory_limit or make the task use less memory"
+                )
         if time.monotonic() >= deadline:
             break
         time.sleep(0.05)  # the event arrives through the scheduler; there is nothing to wait on
