@@ -9,6 +9,8 @@ a scheduler plugin that marks each task they submit as having used up Dask's all
 first death of its worker fails the task with `KilledWorker`, and dagrun decides whether to
 submit it again (`task_runs`). The scheduler's setting is left alone: other clients of the
 same cluster keep Dask's behaviour, and nothing needs configuring on a remote scheduler.
+(The scheduler's own log still says "marked as failed because 4 workers died": it counts
+from the allowance.)
 
 Every task of a signed-up client that the dead worker held fails with it, also those waiting
 their turn there: the scheduler knows which tasks a worker holds, not which one was running
