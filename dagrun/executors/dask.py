@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import pickle
 import time
 import uuid
@@ -53,7 +52,7 @@ from dagrun.executors.dask_clusters import (
     cluster_arguments,
     cluster_family,
 )
-from dagrun.executors.dask_deaths import death_reason, install_worker_deaths
+from dagrun.executors.dask_deaths import WorkerDeathReasons, sign_up_for_worker_deaths
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_worker import (
     LOG_TOPIC,
@@ -66,8 +65,6 @@ from dagrun.executors.dask_worker import (
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 
-logger = logging.getLogger("dagrun.executors")
-DEATH_REASON_WAIT = 0.5  # seconds a nanny's account of a worker death may trail the death
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
 
@@ -96,22 +93,9 @@ class DaskSession(ExecutorSession):
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
-        self._death_reasons: dict[str, str] = {}  # dead worker's address -> why it died
+        self._deaths = WorkerDeathReasons(client)
         client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
-        self._install_worker_deaths()
-
-    def _install_worker_deaths(self) -> None:
-        """One worker death per attempt for this client's tasks (see `dask_deaths`); a
-        scheduler that cannot import it (another dagrun there) keeps Dask's own reruns."""
-        try:
-            self.client.run_on_scheduler(install_worker_deaths, client=self.client.id)
-        except Exception as exc:  # noqa: BLE001 - the run works without it, as plain Dask does
-            logger.warning(
-                "The Dask scheduler at %s cannot run dagrun's worker-deaths plugin (%s: %s): a task "
-                "whose worker dies is rerun by Dask on other workers, not under its retries. "
-                "Install this driver's dagrun next to the scheduler.",
-                self.address, type(exc).__name__, exc,
-            )
+        sign_up_for_worker_deaths(client)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -219,7 +203,7 @@ class DaskSession(ExecutorSession):
         while time.monotonic() < deadline:
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
-                self._install_worker_deaths()  # nor its plugins
+                sign_up_for_worker_deaths(self.client)  # nor its plugins
                 if self._collecting_timings:
                     self._collecting_timings = False
                     self.collect_timings()
@@ -253,14 +237,9 @@ class DaskSession(ExecutorSession):
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
 
     def describe_infrastructure_error(self, exception: BaseException) -> str:
-        if not isinstance(exception, KilledWorker):
-            return super().describe_infrastructure_error(exception)
-        # Asked once per dead worker: it may have held thousands of this session's tasks.
-        worker = exception.last_worker
-        reason = self._death_reasons.get(worker.address)
-        if reason is None:
-            reason = self._death_reasons[worker.address] = death_reason(self.client, worker, wait=DEATH_REASON_WAIT)
-        return f"KilledWorker: {reason}"
+        if isinstance(exception, KilledWorker):
+            return f"KilledWorker: {self._deaths.reason(exception.last_worker)}"
+        return super().describe_infrastructure_error(exception)
 
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster

@@ -23,6 +23,7 @@ it logs a `worker-restart-memory` event with the scheduler. `death_reason` finds
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,6 +32,8 @@ from dask.utils import format_bytes
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 MEMORY_TOPIC = "worker-restart-memory"  # logged by the nanny (distributed.worker_memory)
+REASON_WAIT = 0.5  # seconds a nanny's account of a worker death may trail the death
+logger = logging.getLogger("dagrun.executors")
 
 
 class WorkerDeaths(SchedulerPlugin):
@@ -64,6 +67,36 @@ def install_worker_deaths(dask_scheduler: Any, client: str) -> None:
         plugin = WorkerDeaths()
         dask_scheduler.add_plugin(plugin)
     plugin.clients.add(client)
+
+
+def sign_up_for_worker_deaths(client: distributed.Client) -> None:
+    """One worker death per attempt for `client`'s tasks; a scheduler that cannot import
+    this module (another dagrun there) keeps Dask's own reruns, with a warning."""
+    try:
+        client.run_on_scheduler(install_worker_deaths, client=client.id)
+    except Exception as exc:  # noqa: BLE001 - the run works without it, as plain Dask does
+        logger.warning(
+            "The Dask scheduler at %s cannot run dagrun's worker-deaths plugin (%s: %s): a task "
+            "whose worker dies is rerun by Dask on other workers, not under its retries. "
+            "Install this driver's dagrun next to the scheduler.",
+            client.scheduler.address, type(exc).__name__, exc,
+        )
+
+
+class WorkerDeathReasons:
+    """Why each dead worker died, asked once per worker: it may have held thousands of the
+    session's tasks, each failing with its own `KilledWorker`."""
+
+    def __init__(self, client: distributed.Client) -> None:
+        self._client = client
+        self._reasons: dict[str, str] = {}  # dead worker's address -> why it died
+
+    def reason(self, worker: Any) -> str:
+        address = getattr(worker, "address", None) or "(unknown)"
+        reason = self._reasons.get(address)
+        if reason is None:
+            reason = self._reasons[address] = death_reason(self._client, worker, wait=REASON_WAIT)
+        return reason
 
 
 def death_reason(client: distributed.Client, worker: Any, wait: float) -> str:
