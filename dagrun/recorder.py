@@ -60,6 +60,9 @@ class RunRecorder:
         self.store = store
         self._finished: dict[str, dict] = {}  # task_run_id -> the worker's `finished` record
         self._retries: dict[str, int] = {}  # task_run_id -> attempts that failed and were retried
+        # task_run_id -> attempts made before its current submission (each lost with a worker):
+        # a resubmitted run's worker counts its attempts from 1 again.
+        self._earlier: dict[str, int] = {}
 
     @classmethod
     def open(cls) -> RunRecorder | None:
@@ -122,11 +125,14 @@ class RunRecorder:
     def task_state(self, run: Any, state: State) -> None:
         """A task run's state, with what its worker reported about it."""
         finished = self._finished.pop(run.id, None) or {}
+        earlier = self._earlier.pop(run.id, 0)
         attempts = finished.get("attempts")
-        if attempts is None and state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
+        if attempts is not None:
+            attempts += earlier
+        elif state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
             attempts = self._retries.get(run.id, 0) + 1
         error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
-        retried = run.id in self._retries
+        retried = self._retries.pop(run.id, None) is not None
         if attempts and (retried or state.type in (StateType.FAILED, StateType.CRASHED)):
             # The last attempt (earlier ones were recorded as they were retried).
             self._writer.submit(
@@ -154,6 +160,13 @@ class RunRecorder:
             )
         )
 
+    def task_attempt_lost(self, run: Any, error: str) -> None:
+        """An attempt of `run` ended with its worker (the run is being submitted again)."""
+        now = time.time()
+        attempt = self._retries[run.id] = self._earlier[run.id] = self._retries.get(run.id, 0) + 1
+        self._writer.submit(TaskRunAttempt(run.id, attempt, None, now, error, None))
+        self._writer.submit(TaskRunState(run.id, StateType.RETRYING.value, now, f"Resubmitted after {error}"))
+
     def task_timings(self, timings: list[tuple[str, str | None, float, float]]) -> None:
         """(task_run_id, worker, start, end) of many task runs, as the executor saw them."""
         if timings:
@@ -163,10 +176,10 @@ class RunRecorder:
         """A `retrying` / `finished` record sent by the worker running a task."""
         kind, task_run_id = record["kind"], record["task_run_id"]
         if kind == "retrying":
-            self._retries[task_run_id] = record["attempt"]
+            attempt = self._retries[task_run_id] = self._earlier.get(task_run_id, 0) + record["attempt"]
             self._writer.submit(
                 TaskRunAttempt(
-                    task_run_id, record["attempt"], record["start_time"], record["timestamp"],
+                    task_run_id, attempt, record["start_time"], record["timestamp"],
                     record.get("error"), record.get("traceback"),
                 )
             )

@@ -7,7 +7,8 @@ Policy
 - Outcomes are read in submission order (which is a topological order), so when a run is
   finalized its upstream runs already are. An error is classified as: upstream failed ->
   `NotRun`; upstream resubmitted -> resubmit too; infrastructure (worker died, scheduler
-  lost) -> resubmit within the task's retry budget, else `Crashed`; otherwise -> `Failed`.
+  lost) -> resubmit within the task's retry budget (at least one), else `Crashed`, each
+  lost attempt recorded as one; otherwise -> `Failed`.
 - A cancel request (`RunCancellation`) wakes every wait; the next task call or wait raises
   `CancelRequested` in the flow body.
 - Nothing blocks on success: finished runs are swept in batches, and a finished run's handle
@@ -343,17 +344,29 @@ class TaskRunTracker:
             self._set_state(run, State(StateType.CANCELLED, message="Cancelled with the flow run"))
             return True
         if status == CANCELLED or self.session.is_infrastructure_error(exception):
-            if run.resubmits < run.task.retry_policy.retries:
-                run.resubmits += 1
-                self._log(run, logging.WARNING, f"Resubmitting '{run.name}' after {_describe(exception)}")
-                return self._resubmit(run)
-            crash = CrashedError(f"Task run '{run.name}' crashed: {_describe(exception)}")
-            crash.__cause__ = exception
-            self._set_state(run, State(StateType.CRASHED, message=str(crash), exception=crash))
-            return True
+            return self._lost_attempt(run, exception)
         _add_note(exception, f"raised by task run '{run.name}' in flow run '{self.flow_run_name}'")
         self._log(run, logging.ERROR, f"Task run '{run.name}' failed: {_describe(exception)}", exception)
         self._set_state(run, State(StateType.FAILED, message=_describe(exception), exception=exception))
+        return True
+
+    def _lost_attempt(self, run: TaskRun, exception: BaseException) -> bool:
+        """An attempt the infrastructure lost (its worker died): it counts against the task's
+        retries, so a task that kills its worker takes down at most retries + 1 of them; a
+        task without retries still gets one more, as one death is more often the machine's
+        fault than the task's. Returns False when the run was submitted again."""
+        budget = max(run.task.retry_policy.retries, 1)
+        reason = self.session.describe_infrastructure_error(exception)
+        attempt = f"attempt {run.resubmits + 1} of {budget + 1}"
+        if run.resubmits < budget:
+            run.resubmits += 1
+            self._log(run, logging.WARNING, f"Resubmitting '{run.name}': {attempt} was lost: {reason}")
+            if self.recorder is not None:
+                self.recorder.task_attempt_lost(run, reason)
+            return self._resubmit(run)
+        crash = CrashedError(f"Task run '{run.name}' crashed on {attempt}: {reason}")
+        crash.__cause__ = exception
+        self._set_state(run, State(StateType.CRASHED, message=str(crash), exception=crash))
         return True
 
     def _recover_from_scheduler_loss(self) -> None:

@@ -10,6 +10,7 @@
 | `dask_logs.py`     | worker log lines travelling to the driver in batches                 |
 | `dask_clusters.py` | building the clusters dagrun starts, checking those it attaches to   |
 | `dask_spans.py`    | a scheduler plugin keeping where and when tasks ran, for the history |
+| `dask_deaths.py`   | a scheduler plugin: a worker's death fails dagrun's task at once     |
 
 Every name here loads on first use (PEP 562): a Dask worker imports this package on its way
 to `dask_worker`, and must load none of the driver's side; code that only needs the

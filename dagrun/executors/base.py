@@ -101,6 +101,10 @@ class ExecutorSession(ABC):
         """True when the failure came from the infrastructure, not from user code."""
         return False
 
+    def describe_infrastructure_error(self, exception: BaseException) -> str:
+        """One line saying what failed under a task (e.g. why its worker died)."""
+        return f"{type(exception).__name__}: {exception}"
+
     def scheduler_lost(self, exception: BaseException) -> bool:
         """True when `exception` means the connection to the scheduler was lost."""
         return False

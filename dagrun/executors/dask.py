@@ -8,7 +8,9 @@ building and checking clusters is in `dask_clusters`.
 Before a session runs anything on workers it did not start, it checks their versions against
 the driver's (one Dask version broadcast per flow run). Tasks with `resources=` run only on
 workers that declare them; tags with a concurrency limit hold a `distributed.Semaphore` lease
-per task run (`TagSlots`, shipped once per task in its spec).
+per task run (`TagSlots`, shipped once per task in its spec). A worker's death fails the
+tasks it was running at once (`dask_deaths`), so the engine decides about reruns, under each
+task's retries, and says why the worker died.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from dagrun.executors.dask_clusters import (
     cluster_family,
 )
 from dagrun.executors.dask_logs import LOG_TOPIC, receive
+from dagrun.executors.dask_deaths import WorkerDeathReasons, sign_up_for_worker_deaths
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_worker import (
     TagSlots,
@@ -104,6 +107,9 @@ class DaskSession(ExecutorSession):
         self._woken = asyncio.Event()  # the same, for waits in progress on the client's loop
         self._cancelled_tasks = False  # some were cancelled while running: stop workers hard
         client.subscribe_topic(LOG_TOPIC, receive(on_log))
+        self._deaths = WorkerDeathReasons(client)
+        client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
+        sign_up_for_worker_deaths(client)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -222,7 +228,8 @@ class DaskSession(ExecutorSession):
         while time.monotonic() < deadline and not self._interrupted:
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
-                if self._collecting_timings:  # nor its spans plugin
+                sign_up_for_worker_deaths(self.client)  # nor its plugins
+                if self._collecting_timings:
                     self._collecting_timings = False
                     self.collect_timings()
                 return True
@@ -254,6 +261,11 @@ class DaskSession(ExecutorSession):
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
+
+    def describe_infrastructure_error(self, exception: BaseException) -> str:
+        if isinstance(exception, KilledWorker):
+            return f"KilledWorker: {self._deaths.reason(exception.last_worker)}"
+        return super().describe_infrastructure_error(exception)
 
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster

@@ -16,6 +16,7 @@ from typing import Any
 
 import distributed
 
+from dagrun.errors import TaskExitError
 from dagrun.executors.dask_logs import batches_of
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
@@ -49,8 +50,13 @@ def _forward_log(line: dict) -> None:
 
 
 def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:
+    """Run the task; a `SystemExit` or `KeyboardInterrupt` from it fails the task run instead
+    of the worker (Dask lets both through its task thread, and the worker process ends)."""
     try:
         return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+    except (SystemExit, KeyboardInterrupt) as exit_request:
+        description = type(exit_request).__name__ + (f": {exit_request}" if str(exit_request) else "")
+        raise TaskExitError(description).with_traceback(exit_request.__traceback__) from None
     finally:
         try:
             batches_of(distributed.get_worker()).flush()  # the run's last lines before its result
