@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pickle
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,6 +73,22 @@ async def _wait_done(futures: Sequence[distributed.Future], timeout: float | Non
     _, not_done = await asyncio.wait(waiters, timeout=timeout, return_when=return_when)
     for waiter in not_done:
         waiter.cancel()
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Why a connection failed, in one line: the root cause (the TLS alert, a reset, a
+    timeout) rather than distributed's wrapper around it."""
+    root = exc
+    while True:  # tornado keeps the socket's own error in `real_error`, not as the cause
+        below = root.__cause__ or getattr(root, "real_error", None) or (
+            None if root.__suppress_context__ else root.__context__
+        )
+        if not isinstance(below, BaseException):
+            break
+        root = below
+    if isinstance(root, ssl.SSLError):
+        return f"TLS error {root}; check the ca_file, cert and key of the cluster config's security block"
+    return f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
 
 
 class DaskSession(ExecutorSession):
@@ -320,9 +337,14 @@ class DaskExecutor(Executor):
 
     def start(self, on_log: Callable[[dict], None]) -> DaskSession:
         if self.address is not None:
-            client = distributed.Client(
-                self.address, security=self.security, timeout=self.connect_timeout, set_as_default=False
-            )
+            try:
+                client = distributed.Client(
+                    self.address, security=self.security, timeout=self.connect_timeout, set_as_default=False
+                )
+            except OSError as exc:  # refused, reset, timed out, or a TLS handshake the other side refused
+                raise ConfigError(
+                    f"cannot connect to the scheduler at {self.address}: {connect_failure(exc)}"
+                ) from None
             return self._session(client, None, on_log, check_versions=True)
         if self.cluster is not None and not isinstance(self.cluster, (str, type)):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
