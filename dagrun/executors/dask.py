@@ -87,7 +87,13 @@ def connect_failure(exc: BaseException) -> str:
             break
         root = below
     if isinstance(root, ssl.SSLError):
-        return f"TLS error {root}; check the ca_file, cert and key of the cluster config's security block"
+        # With TLS 1.3 the server checks the client's certificate after the client's side of
+        # the handshake is done: the client reads either the server's alert or just its close.
+        closed = " (the scheduler closed the connection: it may not trust this client's certificate)"
+        return (
+            f"TLS error: {root}{closed if isinstance(root, ssl.SSLEOFError) else ''}; check ca_file, "
+            "cert and key in the cluster config's security block"
+        )
     return f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
 
 
