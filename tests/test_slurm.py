@@ -127,3 +127,32 @@ def test_a_flow_runs_in_slurm_jobs_that_are_cancelled_when_the_run_ends(slurm, t
     print(f"Slurm-backed flow: first task started {first_task - started:.1f} s after `dagrun run`; "
           f"{len(jobs_seen)} job(s) submitted")
 
+
+
+def test_workers_that_join_later_are_version_checked(slurm, tmp_path, dagrun_home):
+    # The job's workers find a dagrun 0.0.1 distribution first on their sys.path: the metadata
+    # Dask's version report reads (their code is still this checkout's).
+    other_site = tmp_path / "other-site-packages"
+    (other_site / "dagrun-0.0.1.dist-info").mkdir(parents=True)
+    (other_site / "dagrun-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: dagrun\nVersion: 0.0.1\n")
+    pythonpath = os.pathsep.join(filter(None, [str(other_site), os.environ.get("PYTHONPATH")]))
+    slurm_config(tmp_path, worker_env={"PYTHONPATH": pythonpath})
+    (tmp_path / "flow.py").write_text(FLOW)
+    run = subprocess.run(
+        ["dagrun", "run", "flow.py", "--cluster", "slurm"], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 2, f"{run.stderr}\n{slurm.logs()}"
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: "), run.stderr
+    assert "worker tcp://127.0.0.1:" in line and "has dagrun 0.0.1 (driver: 0.1.0)" in line, line
+    assert "it was given no tasks" in line, line
+    assert not (tmp_path / "result.json").exists()
+    with HistoryStore.from_env() as store:
+        [flow_run] = store.list_flow_runs(flow_name="on_slurm")
+        task_runs = store.get_flow_run(flow_run["id"])["task_runs"]
+    assert flow_run["state"] == "Failed"
+    assert not [t for t in task_runs if t["state"] == "Completed"], task_runs  # none ran on that worker
+    deadline = time.monotonic() + 30
+    while slurm.queue() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert slurm.queue() == []  # its jobs were cancelled with the run

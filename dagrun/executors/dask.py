@@ -52,6 +52,7 @@ from dagrun.executors.dask_clusters import (
     cluster_family,
 )
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
+from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate
 from dagrun.executors.dask_worker import (
     LOG_TOPIC,
     TagSlots,
@@ -113,7 +114,26 @@ class DaskSession(ExecutorSession):
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
+        self._version_gate: str | None = None  # the name of this session's VersionGate plugin
         client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
+
+    def check_joining_workers(self, driver_versions: Mapping[str, Any], source: str) -> None:
+        """Check every worker that joins from now on (see `VersionGate`): a refused one gets no
+        task, and every task still waiting fails with a ConfigError naming it, so the run ends."""
+
+        def refused(event: tuple[float, dict]) -> None:
+            error = ConfigError(
+                f"{source}: {event[1]['problem']}; it was given no tasks. Install the same Python "
+                "minor version, dagrun and cloudpickle on the workers as here (tasks are pickled "
+                "here and run there)"
+            )
+            for state in list(self.client.futures.values()):
+                if state.status == "pending":
+                    state.set_error(error, None)
+
+        self.client.subscribe_topic(REFUSED_TOPIC, refused)
+        self._version_gate = f"dagrun-version-gate-{self.client.id}"
+        self.client.register_plugin(VersionGate(driver_versions), name=self._version_gate)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -259,6 +279,10 @@ class DaskSession(ExecutorSession):
         self._shared_specs.clear()
         try:
             client.unsubscribe_topic(LOG_TOPIC)
+            if self._version_gate is not None:
+                client.unsubscribe_topic(REFUSED_TOPIC)
+                if cluster is None:  # workers that outlive this session keep no plugin of it
+                    client.unregister_worker_plugin(self._version_gate)
         except Exception:  # noqa: BLE001 - the connection may already be gone
             pass
         client.close()
@@ -377,9 +401,10 @@ class DaskExecutor(Executor):
         self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None], *, check_versions: bool
     ) -> DaskSession:
         try:
-            if check_versions:
-                check_worker_versions(client, self.source)
+            driver_versions = check_worker_versions(client, self.source) if check_versions else None
             session = DaskSession(client, cluster, on_log)
+            if driver_versions is not None:
+                session.check_joining_workers(driver_versions, self.source)
             session.reconnect_timeout = self.connect_timeout
             return session
         except BaseException:

@@ -66,11 +66,12 @@ def _matched_versions(report: Any) -> dict[str, str | None]:
     return {"python": minor, **{name: packages.get(name) for name in _MATCHED_PACKAGES}}
 
 
-def check_worker_versions(client: distributed.Client, source: str) -> None:
+def check_worker_versions(client: distributed.Client, source: str) -> dict[str, Any]:
     """Refuse workers that could not run this driver's tasks (pickled by this Python and
-    cloudpickle, calling this dagrun), before anything is submitted. Workers that join later
-    (adaptive scaling from zero) are not checked; Dask logs its own version warnings for them."""
-    problems = version_mismatches(client.get_versions(packages=["dagrun"]))
+    cloudpickle, calling this dagrun), before anything is submitted; return the driver's own
+    version report. Workers that join later are checked by `dask_version_gate.VersionGate`."""
+    versions = client.get_versions(packages=["dagrun"])
+    problems = version_mismatches(versions)
     if problems:
         raise ConfigError(
             f"{source}: the workers of the scheduler at {client.scheduler.address} do not match "
@@ -78,6 +79,7 @@ def check_worker_versions(client: distributed.Client, source: str) -> None:
             "and cloudpickle on the workers as here (tasks are pickled here and run there); "
             "nothing was submitted"
         )
+    return versions["client"]
 
 
 def check_tls_configured(address: str, source: str) -> None:
