@@ -6,7 +6,8 @@ What runs on workers is in `dask_worker` (pickled by reference, so workers impor
 building and checking clusters is in `dask_clusters`.
 
 Before a session runs anything on workers it did not start, it checks their versions against
-the driver's (one Dask version broadcast per flow run). Tasks with `resources=` run only on
+the driver's (one Dask version broadcast per flow run), and workers that join later are checked
+as they join (`dask_version_gate`). Tasks with `resources=` run only on
 workers that declare them; tags with a concurrency limit hold a `distributed.Semaphore` lease
 per task run (`TagSlots`, shipped once per task in its spec).
 """
@@ -26,6 +27,7 @@ import dask
 import distributed
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
+from distributed.protocol.pickle import dumps
 from distributed.scheduler import KilledWorker
 
 from dagrun.cluster_config import (
@@ -52,7 +54,7 @@ from dagrun.executors.dask_clusters import (
     cluster_family,
 )
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
-from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate
+from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate, install_gate, remove_gate
 from dagrun.executors.dask_worker import (
     LOG_TOPIC,
     TagSlots,
@@ -133,7 +135,9 @@ class DaskSession(ExecutorSession):
 
         self.client.subscribe_topic(REFUSED_TOPIC, refused)
         self._version_gate = f"dagrun-version-gate-{self.client.id}"
-        self.client.register_plugin(VersionGate(driver_versions), name=self._version_gate)
+        self.client.run_on_scheduler(
+            install_gate, name=self._version_gate, plugin=dumps(VersionGate(driver_versions))
+        )
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -281,8 +285,8 @@ class DaskSession(ExecutorSession):
             client.unsubscribe_topic(LOG_TOPIC)
             if self._version_gate is not None:
                 client.unsubscribe_topic(REFUSED_TOPIC)
-                if cluster is None:  # workers that outlive this session keep no plugin of it
-                    client.unregister_worker_plugin(self._version_gate)
+                if cluster is None:  # a scheduler that outlives this session keeps no gate of it
+                    client.run_on_scheduler(remove_gate, name=self._version_gate)
         except Exception:  # noqa: BLE001 - the connection may already be gone
             pass
         client.close()
@@ -302,7 +306,7 @@ class DaskExecutor(Executor):
 
     `worker_env` and `scheduler_options` apply to clusters dagrun starts (see
     `managed_cluster_kwargs`); workers dagrun did not start are checked for matching
-    versions (`check_worker_versions`) when a session starts.
+    versions (`check_worker_versions`) when a session starts, and when they join later.
     """
 
     def __init__(
