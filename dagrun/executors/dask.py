@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pickle
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,11 +49,12 @@ from dagrun.executors.dask_clusters import (
     MANAGED_CLUSTER_CONFIG,
     check_tls_configured,
     check_worker_versions,
+    connect_failure,
     cluster_arguments,
     cluster_family,
 )
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
-from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate, install_gate, remove_gate
+from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate, fail_waiting_tasks, install_gate, remove_gate
 from dagrun.executors.dask_worker import (
     LOG_TOPIC,
     TagSlots,
@@ -76,28 +76,6 @@ async def _wait_done(futures: Sequence[distributed.Future], timeout: float | Non
     _, not_done = await asyncio.wait(waiters, timeout=timeout, return_when=return_when)
     for waiter in not_done:
         waiter.cancel()
-
-
-def connect_failure(exc: BaseException) -> str:
-    """Why a connection failed, in one line: the root cause (the TLS alert, a reset, a
-    timeout) rather than distributed's wrapper around it."""
-    root = exc
-    while True:  # tornado keeps the socket's own error in `real_error`, not as the cause
-        below = root.__cause__ or getattr(root, "real_error", None) or (
-            None if root.__suppress_context__ else root.__context__
-        )
-        if not isinstance(below, BaseException):
-            break
-        root = below
-    if isinstance(root, ssl.SSLError):
-        # With TLS 1.3 the server checks the client's certificate after the client's side of
-        # the handshake is done: the client reads either the server's alert or just its close.
-        closed = " (the scheduler closed the connection: it may not trust this client's certificate)"
-        return (
-            f"TLS error: {root}{closed if isinstance(root, ssl.SSLEOFError) else ''}; check ca_file, "
-            "cert and key in the cluster config's security block"
-        )
-    return f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
 
 
 class DaskSession(ExecutorSession):
@@ -122,22 +100,9 @@ class DaskSession(ExecutorSession):
     def check_joining_workers(self, driver_versions: Mapping[str, Any], source: str) -> None:
         """Check every worker that joins from now on (see `VersionGate`): a refused one gets no
         task, and every task still waiting fails with a ConfigError naming it, so the run ends."""
-
-        def refused(event: tuple[float, dict]) -> None:
-            error = ConfigError(
-                f"{source}: {event[1]['problem']}; it was given no tasks. Install the same Python "
-                "minor version, dagrun and cloudpickle on the workers as here (tasks are pickled "
-                "here and run there)"
-            )
-            for state in list(self.client.futures.values()):
-                if state.status == "pending":
-                    state.set_error(error, None)
-
-        self.client.subscribe_topic(REFUSED_TOPIC, refused)
+        self.client.subscribe_topic(REFUSED_TOPIC, lambda event: fail_waiting_tasks(self.client, source, event[1]))
         self._version_gate = f"dagrun-version-gate-{self.client.id}"
-        self.client.run_on_scheduler(
-            install_gate, name=self._version_gate, plugin=dumps(VersionGate(driver_versions))
-        )
+        self.client.run_on_scheduler(install_gate, name=self._version_gate, plugin=dumps(VersionGate(driver_versions)))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]

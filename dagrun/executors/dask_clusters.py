@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -248,3 +249,25 @@ def cluster_arguments(
             "adaptively (it has no adapt() method); remove 'adapt'"
         )
     return cluster_class, kwargs
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Why a connection failed, in one line: the root cause (the TLS alert, a reset, a
+    timeout) rather than distributed's wrapper around it."""
+    root = exc
+    while True:  # tornado keeps the socket's own error in `real_error`, not as the cause
+        below = root.__cause__ or getattr(root, "real_error", None) or (
+            None if root.__suppress_context__ else root.__context__
+        )
+        if not isinstance(below, BaseException):
+            break
+        root = below
+    if isinstance(root, ssl.SSLError):
+        # With TLS 1.3 the server checks the client's certificate after the client's side of
+        # the handshake is done: the client reads either the server's alert or just its close.
+        closed = " (the scheduler closed the connection: it may not trust this client's certificate)"
+        return (
+            f"TLS error: {root}{closed if isinstance(root, ssl.SSLEOFError) else ''}; check ca_file, "
+            "cert and key in the cluster config's security block"
+        )
+    return f"{type(root).__name__}: {root}" if str(root) else type(root).__name__

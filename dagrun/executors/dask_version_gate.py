@@ -22,6 +22,7 @@ from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.versions import get_package_info
 
+from dagrun.errors import ConfigError
 from dagrun.executors.dask_clusters import version_mismatches
 
 REFUSED_TOPIC = "dagrun-refused-worker"
@@ -43,6 +44,18 @@ class VersionGate(WorkerPlugin):
             # (unlike `paused`) its memory monitor never sets it running again.
             worker.status = Status.closing_gracefully
             worker.log_event(REFUSED_TOPIC, {"worker": worker.address, "problem": problems[0]})
+
+
+def fail_waiting_tasks(client: Any, source: str, refusal: Mapping[str, str]) -> None:
+    """End the run on a refused worker: every task of `client` still waiting fails with a
+    ConfigError naming the worker (run on the client's event loop, for each refusal)."""
+    error = ConfigError(
+        f"{source}: {refusal['problem']}; it was given no tasks. Install the same Python minor "
+        "version, dagrun and cloudpickle on the workers as here (tasks are pickled here and run there)"
+    )
+    for state in list(client.futures.values()):
+        if state.status == "pending":
+            state.set_error(error, None)
 
 
 def install_gate(dask_scheduler: Any, name: str, plugin: bytes) -> None:
