@@ -49,13 +49,13 @@ class VersionGate(WorkerPlugin):
 def fail_waiting_tasks(client: Any, source: str, refusal: Mapping[str, str]) -> None:
     """End the run on a refused worker: every task of `client` still waiting fails with a
     ConfigError naming the worker (run on the client's event loop, for each refusal)."""
-    error = ConfigError(
+    message = (
         f"{source}: {refusal['problem']}; it was given no tasks. Install the same Python minor "
         "version, dagrun and cloudpickle on the workers as here (tasks are pickled here and run there)"
     )
     for state in list(client.futures.values()):
         if state.status == "pending":
-            state.set_error(error, None)
+            state.set_error(ConfigError(message), None)  # one each: the engine adds notes to it
 
 
 def install_gate(dask_scheduler: Any, name: str, plugin: bytes) -> None:
