@@ -233,3 +233,24 @@ def test_a_partitioned_worker_task_reruns_elsewhere_and_is_recorded_once(partiti
     assert square["worker"] == rerun["worker"]
     # Needs the engine to count an attempt lost with its worker (not part of this change).
     assert square["attempts"] == 2, square
+
+
+# --- the worker TTL: dagrun's default and how to change it --------------------------------------
+
+
+def test_the_worker_ttl_is_60_s_and_scheduler_options_change_it(tmp_path, monkeypatch):
+    (tmp_path / "cluster_configs").mkdir()
+    for name, extra in (("default", ""), ("quick", "scheduler_options: {worker_ttl: 20s}\n")):
+        (tmp_path / "cluster_configs" / f"{name}.yaml").write_text(
+            "cluster:\n  class: distributed.LocalCluster\n"
+            "  kwargs: {n_workers: 0, host: 127.0.0.1, dashboard_address: '127.0.0.1:0'}\n" + extra
+        )
+    monkeypatch.chdir(tmp_path)
+    ttls = {}
+    for name in ("default", "quick"):
+        session = DaskExecutor.from_config(name).start(on_log=lambda line: None)
+        try:
+            ttls[name] = session.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+        finally:
+            session.shutdown()
+    assert ttls == {"default": 60, "quick": 20}  # as the README's "How long things take" says
