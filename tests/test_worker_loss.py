@@ -160,7 +160,7 @@ def test_a_lost_worker_task_reruns_on_the_other_worker_and_is_recorded_once(how,
 # --- a worker cut off the network -------------------------------------------------------------
 
 PARTITION_FLOW = '''
-import json, sys, time
+import json
 from pathlib import Path
 
 from dagrun import flow
