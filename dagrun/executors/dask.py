@@ -6,16 +6,16 @@ What runs on workers is in `dask_worker` (pickled by reference, so workers impor
 building and checking clusters is in `dask_clusters`.
 
 Before a session runs anything on workers it did not start, it checks their versions against
-the driver's (one Dask version broadcast per flow run), and workers that join later are checked
-as they join (`dask_version_gate`). Tasks with `resources=` run only on
-workers that declare them; tags with a concurrency limit hold a `distributed.Semaphore` lease
-per task run (`TagSlots`, shipped once per task in its spec).
+the driver's (one Dask version broadcast per flow run); workers that join later are checked as
+they join (`dask_version_gate`). Tasks with `resources=` run only on workers that declare them;
+tags with a concurrency limit hold a `distributed.Semaphore` lease per task run (`TagSlots`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import pickle
 import time
 import uuid
@@ -66,6 +66,7 @@ from dagrun.executors.dask_worker import (
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 
+logger = logging.getLogger("dagrun.executors")
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
 
@@ -94,15 +95,19 @@ class DaskSession(ExecutorSession):
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
-        self._version_gate: str | None = None  # the name of this session's VersionGate plugin
+        self._version_gate: str | None = None  # the name of this session's VersionGate, once installed
         client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
 
     def check_joining_workers(self, driver_versions: Mapping[str, Any], source: str) -> None:
-        """Check every worker that joins from now on (see `VersionGate`): a refused one gets no
-        task, and every task still waiting fails with a ConfigError naming it, so the run ends."""
+        """Check each worker that joins from now on: a refused one ends the run (`VersionGate`)."""
         self.client.subscribe_topic(REFUSED_TOPIC, lambda event: fail_waiting_tasks(self.client, source, event[1]))
-        self._version_gate = f"dagrun-version-gate-{self.client.id}"
-        self.client.run_on_scheduler(install_gate, name=self._version_gate, plugin=dumps(VersionGate(driver_versions)))
+        name = f"dagrun-version-gate-{self.client.id}"
+        try:
+            self.client.run_on_scheduler(install_gate, name=name, plugin=dumps(VersionGate(driver_versions)))
+            self._version_gate = name
+        except Exception as exc:  # noqa: BLE001 - a scheduler with another dagrun: run without the gate
+            self.client.unsubscribe_topic(REFUSED_TOPIC)
+            logger.warning("Workers that join %s later are not version-checked: %s", self.address, exc)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -341,9 +346,8 @@ class DaskExecutor(Executor):
                     self.address, security=self.security, timeout=self.connect_timeout, set_as_default=False
                 )
             except OSError as exc:  # refused, reset, timed out, or a TLS handshake the other side refused
-                raise ConfigError(
-                    f"cannot connect to the scheduler at {self.address}: {connect_failure(exc)}"
-                ) from None
+                reason = connect_failure(exc)
+                raise ConfigError(f"cannot connect to the scheduler at {self.address}: {reason}") from None
             return self._session(client, None, on_log, check_versions=True)
         if self.cluster is not None and not isinstance(self.cluster, (str, type)):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
