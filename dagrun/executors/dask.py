@@ -6,17 +6,19 @@ What runs on workers is in `dask_worker` (pickled by reference, so workers impor
 building and checking clusters is in `dask_clusters`.
 
 Before a session runs anything on workers it did not start, it checks their versions against
-the driver's (one Dask version broadcast per flow run). Tasks with `resources=` run only on
-workers that declare them; tags with a concurrency limit hold a `distributed.Semaphore` lease
-per task run (`TagSlots`, shipped once per task in its spec). A worker's death fails the
-tasks it was running at once (`dask_deaths`), so the engine decides about reruns, under each
-task's retries, and says why the worker died.
+the driver's (one Dask version broadcast per flow run); workers that join later are checked as
+they join (`dask_version_gate`). Tasks with `resources=` run only on workers that declare them;
+tags with a concurrency limit hold a `distributed.Semaphore` lease per task run (`TagSlots`,
+shipped once per task in its spec). A worker's death fails the tasks it was running at once
+(`dask_deaths`), so the engine decides about reruns, under each task's retries, and says why
+the worker died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import pickle
 import time
 import uuid
@@ -27,6 +29,7 @@ import dask
 import distributed
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
+from distributed.protocol.pickle import dumps
 from distributed.scheduler import KilledWorker
 
 from dagrun.cluster_config import (
@@ -51,12 +54,14 @@ from dagrun.executors.dask_clusters import (
     check_tls_configured,
     check_worker_versions,
     close_worker_processes,
+    connect_failure,
     cluster_arguments,
     cluster_family,
 )
 from dagrun.executors.dask_logs import LOG_TOPIC, receive
 from dagrun.executors.dask_deaths import WorkerDeathReasons, sign_up_for_worker_deaths
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
+from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate, fail_waiting_tasks, install_gate, remove_gate
 from dagrun.executors.dask_worker import (
     TagSlots,
     load_on_worker,
@@ -68,6 +73,7 @@ from dagrun.executors.dask_worker import (
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 from dagrun.secrets import known_values
 
+logger = logging.getLogger("dagrun.executors")
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
 
@@ -106,10 +112,21 @@ class DaskSession(ExecutorSession):
         self._interrupted = False  # set once by `interrupt`, from any thread or a signal handler
         self._woken = asyncio.Event()  # the same, for waits in progress on the client's loop
         self._cancelled_tasks = False  # some were cancelled while running: stop workers hard
-        client.subscribe_topic(LOG_TOPIC, receive(on_log))
         self._deaths = WorkerDeathReasons(client)
-        client.subscribe_topic(LOG_TOPIC, lambda event: on_log(event[1]))
+        self._version_gate: str | None = None  # the name of this session's VersionGate, once installed
+        client.subscribe_topic(LOG_TOPIC, receive(on_log))
         sign_up_for_worker_deaths(client)
+
+    def check_joining_workers(self, driver_versions: Mapping[str, Any], source: str) -> None:
+        """Check each worker that joins from now on: a refused one ends the run (`VersionGate`)."""
+        self.client.subscribe_topic(REFUSED_TOPIC, lambda event: fail_waiting_tasks(self.client, source, event[1]))
+        name = f"dagrun-version-gate-{self.client.id}"
+        try:
+            self.client.run_on_scheduler(install_gate, name=name, plugin=dumps(VersionGate(driver_versions)))
+            self._version_gate = name
+        except Exception as exc:  # noqa: BLE001 - a scheduler with another dagrun: run without the gate
+            self.client.unsubscribe_topic(REFUSED_TOPIC)
+            logger.warning("Workers that join %s later are not version-checked: %s", self.address, exc)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -273,6 +290,10 @@ class DaskSession(ExecutorSession):
         self._shared_specs.clear()
         try:
             client.unsubscribe_topic(LOG_TOPIC)
+            if self._version_gate is not None:
+                client.unsubscribe_topic(REFUSED_TOPIC)
+                if cluster is None:  # a scheduler that outlives this session keeps no gate of it
+                    client.run_on_scheduler(remove_gate, name=self._version_gate)
         except Exception:  # noqa: BLE001 - the connection may already be gone
             pass
         if cluster is not None and self._cancelled_tasks:
@@ -296,7 +317,7 @@ class DaskExecutor(Executor):
 
     `worker_env` and `scheduler_options` apply to clusters dagrun starts (see
     `managed_cluster_kwargs`); workers dagrun did not start are checked for matching
-    versions (`check_worker_versions`) when a session starts.
+    versions (`check_worker_versions`) when a session starts, and when they join later.
     """
 
     def __init__(
@@ -396,9 +417,10 @@ class DaskExecutor(Executor):
         self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None], *, check_versions: bool
     ) -> DaskSession:
         try:
-            if check_versions:
-                check_worker_versions(client, self.source)
+            driver_versions = check_worker_versions(client, self.source) if check_versions else None
             session = DaskSession(client, cluster, on_log)
+            if driver_versions is not None:
+                session.check_joining_workers(driver_versions, self.source)
             session.reconnect_timeout = self.connect_timeout
             return session
         except BaseException:
@@ -410,14 +432,14 @@ class DaskExecutor(Executor):
     def _unreachable(self, error: OSError) -> ConfigError:
         """One line for a scheduler that did not answer: the address, the timeout and the
         first cause (distributed's own message names neither the config nor the fix)."""
-        cause: BaseException = error
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        reason = f"{type(cause).__name__}: {cause}" if cause is not error else "no answer"
+        reason = connect_failure(error)  # a TLS failure names its own fix
+        hint = "" if reason.startswith("TLS error") else (
+            "; check that the scheduler is running and reachable from here (a cluster config's "
+            "connect_timeout sets how long to wait)"
+        )
         return ConfigError(
             f"{self.source}: cannot connect to the Dask scheduler at {self.address} within "
-            f"{self.connect_timeout:g} s: {reason}; check that the scheduler is running and "
-            "reachable from here (a cluster config's connect_timeout sets how long to wait)"
+            f"{self.connect_timeout:g} s: {reason}{hint}"
         )
 
     def cluster_arguments(self) -> tuple[Any, dict[str, Any]]:
