@@ -195,7 +195,7 @@ def test_plain_tcp_to_another_host_is_refused_unless_insecure(tls_cluster, tmp_p
     attempted = cluster.dagrun(tmp_path, "run", "flow.py", "--cluster", "plain")
     assert attempted.returncode == 2, attempted.stderr
     [line] = attempted.stderr.strip().splitlines()
-    assert line.startswith("Error: plain.yaml: cannot connect to the Dask scheduler at " f"{plain} within 5 s: "), line
+    assert line.startswith("Error: cluster_configs/plain.yaml: cannot connect to the Dask scheduler at " f"{plain} within 5 s: "), line
     assert not (tmp_path / "result.json").exists()
 
 
