@@ -12,7 +12,6 @@ import hashlib
 import logging
 import pickle
 import time
-import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from dagrun.results.serializers import dumps
 from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
+from dagrun.tracebacks import capture as capture_traceback
 
 _PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
 _CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
@@ -129,6 +129,7 @@ def run_task(
 
     def on_retry(attempt: int, delay: float, exception: BaseException) -> None:
         capped.end_attempt()
+        views = capture_traceback(exception)
         message = (
             f"Retry {attempt}/{task.retry_policy.retries} of '{task.name}' in {delay:.1f} s "
             f"after {type(exception).__name__}: {exception}"
@@ -138,7 +139,7 @@ def run_task(
                 "kind": "retrying", "task_run_id": task_run_id, "attempt": attempt, "message": message,
                 "start_time": attempts[-1], "timestamp": time.time(),
                 "error": f"{type(exception).__name__}: {exception}",
-            "traceback": "".join(traceback.format_exception(exception)).rstrip(),
+            "traceback": views.user, "full_traceback": views.full,
         })
         attempts.append(time.time() + delay)
 
@@ -167,6 +168,9 @@ def run_task(
         else:
             check_serializable(value, task.name)
         return value
+    except Exception as exc:
+        capture_traceback(exc)  # rendered here, where the user's frames and files are
+        raise
     finally:
         capped.end_attempt()
         if spec.report or "checksum" in finished:

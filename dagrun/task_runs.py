@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,6 +37,7 @@ from dagrun.recorder import RunRecorder
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
+from dagrun.tracebacks import views_of
 
 SWEEP_EVERY = 512
 
@@ -516,7 +516,7 @@ class TaskRunTracker:
 
     def _log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
         if exception is not None and exception.__traceback__ is not None:
-            message += "\n" + "".join(traceback.format_exception(exception)).rstrip()
+            message += "\n" + views_of(exception).user
         self.log_sink(
             log_line(level, message, "dagrun.task_run", self.flow_run_id, self.flow_run_name, run.id, run.name)
         )

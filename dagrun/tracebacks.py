@@ -1,0 +1,140 @@
+"""The two tracebacks of a failed run: the user's view and the full one.
+
+A task's exception passes through dagrun's runner and retry loop and Dask's worker before
+anyone sees it, and its own frames come from a function shipped by value (cloudpickle names
+their file `<dynamic-code>` and the driver has no source lines for it). So the tracebacks are
+rendered where the frames are live, on the worker, with each frame's real file (its module's
+`__file__`), line number and source line:
+
+    full    every frame, from the worker thread's start through Dask and dagrun to the raise
+    user    the same error from the first frame that is not dagrun's, Dask's or the standard
+            library's: the user's code and whatever it called (libraries, dagrun's API)
+
+`capture(exc)` renders both and attaches them to the exception, which carries them to the
+driver (exceptions pickle their attributes); `views_of(exc)` reads them there, or renders them
+from the exception's own traceback for an exception that was not captured (a flow body's).
+A line a worker cannot read (its file is not on that machine) is left out, as Python does.
+
+Runs on workers: imports nothing from dagrun.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sysconfig
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+
+ATTRIBUTE = "dagrun_tracebacks"
+_PICKLED_BY_VALUE = "<dynamic-code>"  # cloudpickle's file name for code it ships by value
+_DAGRUN = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_SITE_PACKAGES = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("purelib", "platlib")})
+_STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")})
+# Third-party packages whose frames sit between the worker thread and dagrun's runner.
+_ENGINE_PACKAGES = ("distributed", "dask", "tornado", "tblib", "cloudpickle")
+
+
+@dataclass(frozen=True, slots=True)
+class TracebackViews:
+    """A failure as the user reads it first (`user`) and with every frame (`full`)."""
+
+    user: str
+    full: str
+
+
+def capture(exception: BaseException) -> TracebackViews:
+    """Render both views now, while the frames and their callers are live, and attach them
+    to `exception` so they travel with it (to the driver, into the history)."""
+    views = _render(exception, with_callers=True)
+    try:
+        setattr(exception, ATTRIBUTE, views)
+    except AttributeError:  # an exception type with __slots__ and no __dict__: render later
+        pass
+    return views
+
+
+def views_of(exception: BaseException) -> TracebackViews:
+    """The views captured where `exception` was raised, else rendered from its traceback."""
+    views = getattr(exception, ATTRIBUTE, None)
+    if isinstance(views, TracebackViews):
+        return views
+    return _render(exception, with_callers=False)
+
+
+def is_internal(filename: str) -> bool:
+    """Whether a frame's file is dagrun's, an engine package's (Dask, tornado, ...) or the
+    standard library's: frames the user's view leaves out above the user's first frame."""
+    path = os.path.abspath(filename) if not filename.startswith("<") else filename
+    if path.startswith(_DAGRUN):
+        return True
+    for site in _SITE_PACKAGES:
+        if path.startswith(site):
+            return path[len(site):].split(os.sep, 1)[0] in _ENGINE_PACKAGES
+    return path.startswith(_STDLIB) or filename.startswith("<frozen ")
+
+
+def _render(exception: BaseException, with_callers: bool) -> TracebackViews:
+    full = traceback.TracebackException.from_exception(exception, lookup_lines=False)
+    user = traceback.TracebackException.from_exception(exception, lookup_lines=False)
+    for (full_part, user_part), part in _pairs(full, user, exception):
+        frames = [_summary(frame, lineno) for frame, lineno in traceback.walk_tb(part.__traceback__)]
+        callers = _callers(part.__traceback__) if with_callers and part is exception else []
+        full_part.stack = traceback.StackSummary.from_list(callers + frames)
+        first_user = next((i for i, frame in enumerate(frames) if not is_internal(frame.filename)), len(frames))
+        user_part.stack = traceback.StackSummary.from_list(frames[first_user:])
+    return TracebackViews(_text(user), _text(full))
+
+
+def _pairs(
+    full: traceback.TracebackException, user: traceback.TracebackException, exception: BaseException
+) -> Iterator[tuple[tuple[traceback.TracebackException, traceback.TracebackException], BaseException]]:
+    """Each exception of the chain (causes, contexts, group members) with its two renderings."""
+    pending = [(full, user, exception)]
+    seen: set[int] = set()
+    while pending:
+        full_part, user_part, part = pending.pop()
+        if id(full_part) in seen:
+            continue
+        seen.add(id(full_part))
+        yield (full_part, user_part), part
+        for name in ("__cause__", "__context__"):
+            full_next, user_next, next_part = getattr(full_part, name), getattr(user_part, name), getattr(part, name)
+            if full_next is not None and user_next is not None and next_part is not None:
+                pending.append((full_next, user_next, next_part))
+        members = zip(getattr(full_part, "exceptions", None) or (), getattr(user_part, "exceptions", None) or (),
+                      getattr(part, "exceptions", ()))
+        pending.extend(members)
+
+
+def _summary(frame: FrameType, lineno: int | None) -> traceback.FrameSummary:
+    """One frame with its real file name and, when the file is readable here, its source line."""
+    filename = frame.f_code.co_filename
+    if filename == _PICKLED_BY_VALUE:
+        filename = frame.f_globals.get("__file__") or filename
+    line = ""
+    if lineno is not None and not filename.startswith("<"):
+        linecache.checkcache(filename)  # a long-lived worker sees the file as it is now
+        line = linecache.getline(filename, lineno, frame.f_globals).strip()
+    return traceback.FrameSummary(filename, lineno, frame.f_code.co_name, lookup_line=False, line=line)
+
+
+def _callers(tb: TracebackType | None) -> list[traceback.FrameSummary]:
+    """The live frames that called the traceback's first frame, outermost first."""
+    if tb is None:
+        return []
+    callers = [_summary(frame, lineno) for frame, lineno in traceback.walk_stack(tb.tb_frame.f_back)]
+    return callers[::-1]
+
+
+def _text(rendering: traceback.TracebackException) -> str:
+    return "".join(rendering.format()).rstrip()
+
+
+def format_exception(exception: BaseException) -> str:
+    """An exception's traceback as Python prints it, with real file names and source lines
+    (for `logger.exception` in a task shipped by value)."""
+    return _render(exception, with_callers=False).full
+

@@ -1,0 +1,131 @@
+"""A failed task's traceback points at the user's code: `dagrun run` on the default local
+cluster, then the traceback as the history, `dagrun runs show` and the terminal show it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FLOW = textwrap.dedent(
+    '''
+    from dagrun import flow, task
+
+
+    def check(value):
+        if value > 1:
+            raise ValueError(f"value {value} is too large")
+        return value
+
+
+    @task
+    def scale(value):
+        return check(value) * 10
+
+
+    @flow
+    def scaling():
+        return scale(5)
+    '''
+)
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    file: Path
+    home: Path
+    output: str  # stdout and stderr of `dagrun run`
+    run: dict  # `dagrun runs show ID --json`
+
+
+def dagrun(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
+    executable = shutil.which("dagrun")
+    assert executable, "the dagrun console script is not installed"
+    env = {**os.environ, "DAGRUN_HOME": str(home)}
+    env.pop("DAGRUN_CLUSTER", None)
+    return subprocess.run([executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory: pytest.TempPathFactory) -> FailedRun:
+    """One run of a flow whose task fails in a helper function, on the default local cluster."""
+    directory = tmp_path_factory.mktemp("tracebacks")
+    file = directory / "scaling.py"
+    file.write_text(FLOW)
+    home = directory / "dagrun-home"
+    result = dagrun("run", f"{file}:scaling", home=home, cwd=directory)
+    assert result.returncode == 1, result.stdout + result.stderr
+    listed = dagrun("runs", "ls", "--json", home=home, cwd=directory)
+    run_id = json.loads(listed.stdout)[0]["id"]
+    shown = dagrun("runs", "show", run_id, "--json", home=home, cwd=directory)
+    return FailedRun(file, home, result.stdout + result.stderr, json.loads(shown.stdout))
+
+
+def user_frames(file: Path) -> str:
+    return (
+        "Traceback (most recent call last):\n"
+        f'  File "{file}", line 13, in scale\n'
+        "    return check(value) * 10\n"
+        f'  File "{file}", line 7, in check\n'
+        '    raise ValueError(f"value {value} is too large")\n'
+        "ValueError: value 5 is too large"
+    )
+
+
+def test_stored_task_traceback_starts_with_the_users_frames_and_source_lines(failed_run):
+    [task_run] = failed_run.run["task_runs"]
+    assert task_run["traceback"].startswith(user_frames(failed_run.file))
+
+
+def test_user_view_hides_dagrun_and_dask_frames(failed_run):
+    [task_run] = failed_run.run["task_runs"]
+    for traceback in (task_run["traceback"], failed_run.run["traceback"]):
+        assert "distributed" + os.sep not in traceback
+        assert "dagrun" + os.sep not in traceback
+        assert "<dynamic-code>" not in traceback
+
+
+def test_full_traceback_keeps_dask_and_dagrun_frames_then_the_users(failed_run):
+    [task_run] = failed_run.run["task_runs"]
+    full = task_run["full_traceback"]
+    assert "distributed" + os.sep in full
+    assert "dagrun" + os.sep + "runner.py" in full
+    user_part = user_frames(failed_run.file).split("\n", 1)[1]  # without the header
+    assert user_part in full
+    assert full.index("dagrun" + os.sep + "runner.py") < full.index(str(failed_run.file))
+
+
+def test_flow_run_traceback_is_the_failed_tasks_user_view(failed_run):
+    assert failed_run.run["traceback"].startswith(user_frames(failed_run.file))
+    assert "distributed" + os.sep in failed_run.run["full_traceback"]
+
+
+def test_terminal_shows_the_failure_once_without_compute_failed(failed_run):
+    output = failed_run.output
+    assert "Compute Failed" not in output
+    assert output.count("Traceback (most recent call last)") == 1
+    assert output.count('raise ValueError(f"value {value} is too large")') == 1
+    assert output.count("\nValueError: value 5 is too large\n") == 1
+    assert user_frames(failed_run.file) in output
+
+
+def test_runs_show_prints_the_user_view(failed_run):
+    shown = dagrun("runs", "show", failed_run.run["id"], home=failed_run.home, cwd=failed_run.file.parent)
+    assert shown.returncode == 0, shown.stderr
+    assert user_frames(failed_run.file) in shown.stdout
+    assert "distributed" + os.sep not in shown.stdout
+
+
+def test_runs_show_full_traceback_adds_dask_and_dagrun_frames(failed_run):
+    shown = dagrun(
+        "runs", "show", failed_run.run["id"], "--full-traceback", home=failed_run.home, cwd=failed_run.file.parent
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "distributed" + os.sep in shown.stdout
+    assert user_frames(failed_run.file).split("\n", 1)[1] in shown.stdout
