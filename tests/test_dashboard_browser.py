@@ -472,3 +472,21 @@ def test_a_deployment_is_run_from_its_form_and_the_run_appears(page: Any, server
     run = store.get_flow_run(claim["id"])
     assert run is not None
     assert (run["deployment"], run["parameters"]["x"]) == ("nightly", 7)
+
+
+def test_task_run_traceback_shows_the_users_code_with_a_full_traceback_toggle(
+    page: Any, server: DashboardServer, real_run: str
+) -> None:
+    page.goto(f"{server.url}#/runs/{real_run}")
+    node(page, "parse").click()
+    trace = page.locator(".error-panel pre.traceback")
+    expect(trace).to_contain_text(f'File "{__file__}"')
+    expect(trace).to_contain_text('raise ValueError("bad row 7")')
+    runner = os.path.join("dagrun", "runner.py")
+    expect(trace).not_to_contain_text(runner)
+    toggle = page.get_by_role("button", name="Full traceback")
+    toggle.click()
+    expect(trace).to_contain_text(runner)
+    expect(trace).to_contain_text('raise ValueError("bad row 7")')
+    page.get_by_role("button", name="Your code only").click()
+    expect(trace).not_to_contain_text(runner)
