@@ -13,7 +13,8 @@ rendered where the frames are live, on the worker, with each frame's real file (
 `capture(exc)` renders both and attaches them to the exception, which carries them to the
 driver (exceptions pickle their attributes); `views_of(exc)` reads them there, or renders them
 from the exception's own traceback for an exception that was not captured (a flow body's).
-A line a worker cannot read (its file is not on that machine) is left out, as Python does.
+A source line a worker cannot read (the file is not on that machine) is filled in by
+`views_of` on the driver, where the user's file is.
 
 Runs on workers: imports nothing from dagrun.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import re
 import sysconfig
 import traceback
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ _PICKLED_BY_VALUE = "<dynamic-code>"  # cloudpickle's file name for code it ship
 _DAGRUN = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _SITE_PACKAGES = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("purelib", "platlib")})
 _STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")})
+_FRAME_LINE = re.compile(r'^(?P<margin>[ |]*)File "(?P<file>[^"]+)", line (?P<line>\d+), in ')
 # Third-party packages whose frames sit between the worker thread and dagrun's runner.
 _ENGINE_PACKAGES = ("distributed", "dask", "tornado", "tblib", "cloudpickle")
 
@@ -57,10 +60,11 @@ def capture(exception: BaseException) -> TracebackViews:
 
 
 def views_of(exception: BaseException) -> TracebackViews:
-    """The views captured where `exception` was raised, else rendered from its traceback."""
+    """The views captured where `exception` was raised (with the source lines that process
+    could not read filled in from files here), else rendered from its traceback."""
     views = getattr(exception, ATTRIBUTE, None)
     if isinstance(views, TracebackViews):
-        return views
+        return TracebackViews(_with_source_lines(views.user), _with_source_lines(views.full))
     return _render(exception, with_callers=False)
 
 
@@ -127,6 +131,27 @@ def _callers(tb: TracebackType | None) -> list[traceback.FrameSummary]:
         return []
     callers = [_summary(frame, lineno) for frame, lineno in traceback.walk_stack(tb.tb_frame.f_back)]
     return callers[::-1]
+
+
+def _with_source_lines(text: str) -> str:
+    """`text` with a source line under each frame line that has none, where the file is
+    readable here (a remote worker without the user's file renders file and line only)."""
+    lines = text.split("\n")
+    filled: list[str] = []
+    for index, line in enumerate(lines):
+        filled.append(line)
+        match = _FRAME_LINE.match(line)
+        if match is None:
+            continue
+        indent = match["margin"] + "  "
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if following.startswith(indent) and not _FRAME_LINE.match(following):
+            continue  # it has its source line
+        linecache.checkcache(match["file"])
+        source = linecache.getline(match["file"], int(match["line"])).strip()
+        if source:
+            filled.append(indent + source)
+    return "\n".join(filled)
 
 
 def _text(rendering: traceback.TracebackException) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 FLOW = textwrap.dedent(
     '''
-    from dagrun import flow, task
+    from dagrun import flow, get_run_logger, task
 
 
     def check(value):
@@ -32,6 +32,20 @@ FLOW = textwrap.dedent(
     @flow
     def scaling():
         return scale(5)
+
+
+    @task
+    def lookup(table):
+        try:
+            return table["missing"]
+        except KeyError:
+            get_run_logger().exception("lookup failed")
+            return None
+
+
+    @flow
+    def logging_lookup():
+        return lookup({})
     '''
 )
 
@@ -129,3 +143,32 @@ def test_runs_show_full_traceback_adds_dask_and_dagrun_frames(failed_run):
     assert shown.returncode == 0, shown.stderr
     assert "distributed" + os.sep in shown.stdout
     assert user_frames(failed_run.file).split("\n", 1)[1] in shown.stdout
+
+
+def test_source_lines_a_worker_could_not_read_are_filled_in_from_the_drivers_file(tmp_path):
+    from dagrun.tracebacks import capture, views_of
+    from dagrun.user_files import import_file
+
+    file = tmp_path / "remote_flow.py"
+    file.write_text(FLOW)
+    module = import_file(file)
+    hidden = file.rename(tmp_path / "elsewhere.py")  # as on a worker without the user's file
+    try:
+        module.scale.fn(5)
+    except ValueError as error:
+        captured = capture(error)
+        failure = error
+    assert f'File "{file}", line 7, in check\nValueError' in captured.user  # no source line
+    hidden.rename(file)
+    frames = user_frames(file).split("\n", 1)[1]  # this test's own frame comes first
+    assert views_of(failure).user.endswith(frames)
+    assert views_of(failure).full.endswith(frames)
+
+
+def test_logger_exception_in_a_task_shows_real_file_names(tmp_path):
+    file = tmp_path / "lookups.py"
+    file.write_text(FLOW)
+    result = dagrun("run", f"{file}:logging_lookup", home=tmp_path / "dagrun-home", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f'File "{file}", line 24, in lookup\n    return table["missing"]\nKeyError: \'missing\'' in result.stderr
+    assert "<dynamic-code>" not in result.stderr
