@@ -47,6 +47,11 @@ class TracebackViews:
     user: str
     full: str
 
+    @property
+    def has_user_frames(self) -> bool:
+        """False when the user's view is only the error (dagrun's own errors, like a timeout)."""
+        return "Traceback (most recent call last):" in self.user
+
 
 def capture(exception: BaseException) -> TracebackViews:
     """Render both views now, while the frames and their callers are live, and attach them
