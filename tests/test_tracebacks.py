@@ -24,7 +24,7 @@ FLOW = textwrap.dedent(
         return value
 
 
-    @task
+    @task(retries=1, retry_delay_seconds=0)
     def scale(value):
         return check(value) * 10
 
@@ -113,6 +113,18 @@ def test_full_traceback_keeps_dask_and_dagrun_frames_then_the_users(failed_run):
     user_part = user_frames(failed_run.file).split("\n", 1)[1]  # without the header
     assert user_part in full
     assert full.index("dagrun" + os.sep + "runner.py") < full.index(str(failed_run.file))
+
+
+def test_each_attempt_stores_both_views(failed_run):
+    from dagrun.history import HistoryStore
+
+    [task_run] = failed_run.run["task_runs"]
+    with HistoryStore(failed_run.home / "dagrun.db") as store:
+        attempts = store.get_task_run(task_run["id"])["attempt_history"]
+    assert [attempt["attempt"] for attempt in attempts] == [1, 2]
+    for attempt in attempts:
+        assert attempt["traceback"].startswith(user_frames(failed_run.file))
+        assert "distributed" + os.sep in attempt["full_traceback"]
 
 
 def test_flow_run_traceback_is_the_failed_tasks_user_view(failed_run):
