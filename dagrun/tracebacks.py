@@ -73,6 +73,11 @@ def views_of(exception: BaseException) -> TracebackViews:
     return _render(exception, with_callers=False)
 
 
+def was_captured(exception: BaseException) -> bool:
+    """Whether a task run captured `exception` (so its failure log line showed the traceback)."""
+    return isinstance(getattr(exception, ATTRIBUTE, None), TracebackViews)
+
+
 def is_internal(filename: str) -> bool:
     """Whether a frame's file is dagrun's, an engine package's (Dask, tornado, ...) or the
     standard library's: frames the user's view leaves out above the user's first frame."""

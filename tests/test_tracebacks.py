@@ -46,6 +46,11 @@ FLOW = textwrap.dedent(
     @flow
     def logging_lookup():
         return lookup({})
+
+
+    @flow
+    def checking():
+        return check(3)
     '''
 )
 
@@ -184,3 +189,17 @@ def test_logger_exception_in_a_task_shows_real_file_names(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f'File "{file}", line 24, in lookup\n    return table["missing"]\nKeyError: \'missing\'' in result.stderr
     assert "<dynamic-code>" not in result.stderr
+
+
+def test_a_flow_body_failure_prints_the_users_traceback_once(tmp_path):
+    file = tmp_path / "checks.py"
+    file.write_text(FLOW)
+    result = dagrun("run", f"{file}:checking", home=tmp_path / "dagrun-home", cwd=tmp_path)
+    assert result.returncode == 1
+    frames = (
+        f'  File "{file}", line 37, in checking\n    return check(3)\n'
+        f'  File "{file}", line 7, in check\n    raise ValueError(f"value {{value}} is too large")\n'
+        "ValueError: value 3 is too large"
+    )
+    assert result.stderr.count(frames) == 1
+    assert "dagrun" + os.sep not in result.stderr
