@@ -32,12 +32,11 @@ from types import FrameType, TracebackType
 
 ATTRIBUTE = "dagrun_tracebacks"
 _PICKLED_BY_VALUE = "<dynamic-code>"  # cloudpickle's file name for code it ships by value
-_DAGRUN = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_SITE_PACKAGES = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("purelib", "platlib")})
-_STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")})
+_SITE_PACKAGES = tuple({sysconfig.get_paths()[key] + os.sep for key in ("purelib", "platlib")})
+_STDLIB = tuple({sysconfig.get_paths()[key] + os.sep for key in ("stdlib", "platstdlib")})
 _FRAME_LINE = re.compile(r'^(?P<margin>[ |]*)File "(?P<file>[^"]+)", line (?P<line>\d+), in ')
-# Third-party packages whose frames sit between the worker thread and dagrun's runner.
-_ENGINE_PACKAGES = ("distributed", "dask", "tornado", "tblib", "cloudpickle")
+# dagrun, and the packages whose frames sit between a worker thread and dagrun's runner.
+_INTERNAL_PACKAGES = frozenset({"dagrun", "distributed", "dask", "tornado", "tblib", "cloudpickle"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,33 +77,38 @@ def was_captured(exception: BaseException) -> bool:
     return isinstance(getattr(exception, ATTRIBUTE, None), TracebackViews)
 
 
-def is_internal(filename: str) -> bool:
-    """Whether a frame's file is dagrun's, an engine package's (Dask, tornado, ...) or the
-    standard library's: frames the user's view leaves out above the user's first frame."""
-    path = os.path.abspath(filename) if not filename.startswith("<") else filename
-    if path.startswith(_DAGRUN):
+def _is_internal(frame: FrameType) -> bool:
+    """Whether a frame is dagrun's, an engine package's (Dask, tornado, ...) or the standard
+    library's: frames the user's view leaves out above the user's first frame. Packages are
+    told by module name (so a source checkout of Dask counts too), the standard library by path
+    (a user's `test.py` is not the stdlib's `test`)."""
+    package = str(frame.f_globals.get("__name__") or "").partition(".")[0]
+    if package in _INTERNAL_PACKAGES:
         return True
-    for site in _SITE_PACKAGES:
-        if path.startswith(site):
-            return path[len(site):].split(os.sep, 1)[0] in _ENGINE_PACKAGES
-    return path.startswith(_STDLIB) or filename.startswith("<frozen ")
+    filename = frame.f_code.co_filename
+    in_stdlib = filename.startswith(_STDLIB) and not filename.startswith(_SITE_PACKAGES)
+    return in_stdlib or filename.startswith("<frozen ")
 
 
 def _render(exception: BaseException, with_callers: bool) -> TracebackViews:
     full = traceback.TracebackException.from_exception(exception, lookup_lines=False)
     user = traceback.TracebackException.from_exception(exception, lookup_lines=False)
-    for (full_part, user_part), part in _pairs(full, user, exception):
-        frames = [_summary(frame, lineno) for frame, lineno in traceback.walk_tb(part.__traceback__)]
+    for full_part, user_part, part in _chain(full, user, exception):
+        walked = list(traceback.walk_tb(part.__traceback__))
+        frames = [_summary(frame, lineno) for frame, lineno in walked]
         callers = _callers(part.__traceback__) if with_callers and part is exception else []
         full_part.stack = traceback.StackSummary.from_list(callers + frames)
-        first_user = next((i for i, frame in enumerate(frames) if not is_internal(frame.filename)), len(frames))
+        first_user = next((i for i, (frame, _) in enumerate(walked) if not _is_internal(frame)), len(walked))
         user_part.stack = traceback.StackSummary.from_list(frames[first_user:])
     return TracebackViews(_text(user), _text(full))
 
 
-def _pairs(
-    full: traceback.TracebackException, user: traceback.TracebackException, exception: BaseException
-) -> Iterator[tuple[tuple[traceback.TracebackException, traceback.TracebackException], BaseException]]:
+_Rendering = traceback.TracebackException
+
+
+def _chain(
+    full: _Rendering, user: _Rendering, exception: BaseException
+) -> Iterator[tuple[_Rendering, _Rendering, BaseException]]:
     """Each exception of the chain (causes, contexts, group members) with its two renderings."""
     pending = [(full, user, exception)]
     seen: set[int] = set()
@@ -113,14 +117,14 @@ def _pairs(
         if id(full_part) in seen:
             continue
         seen.add(id(full_part))
-        yield (full_part, user_part), part
+        yield full_part, user_part, part
         for name in ("__cause__", "__context__"):
-            full_next, user_next, next_part = getattr(full_part, name), getattr(user_part, name), getattr(part, name)
-            if full_next is not None and user_next is not None and next_part is not None:
-                pending.append((full_next, user_next, next_part))
-        members = zip(getattr(full_part, "exceptions", None) or (), getattr(user_part, "exceptions", None) or (),
-                      getattr(part, "exceptions", ()))
-        pending.extend(members)
+            linked = (getattr(full_part, name), getattr(user_part, name), getattr(part, name))
+            if None not in linked:
+                pending.append(linked)
+        members = (getattr(full_part, "exceptions", None), getattr(user_part, "exceptions", None))
+        if members[0] and members[1]:  # an exception group (Python 3.11+)
+            pending.extend(zip(members[0], members[1], part.exceptions))
 
 
 def _summary(frame: FrameType, lineno: int | None) -> traceback.FrameSummary:
