@@ -515,7 +515,7 @@ class TaskRunTracker:
             raise FlowTimeoutError(f"Flow run '{self.flow_run_name}' exceeded its timeout_seconds")
 
     def _log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
-        views = views_of(exception) if exception is not None and exception.__traceback__ is not None else None
+        views = views_of(exception) if exception is not None else None
         if views is not None and views.has_user_frames:  # else the message says it all
             message += "\n" + views.user
         self.log_sink(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,3 +205,20 @@ def test_a_flow_body_failure_prints_the_users_traceback_once(tmp_path):
     )
     assert result.stderr.count(frames) == 1
     assert "dagrun" + os.sep not in result.stderr
+
+
+def test_a_script_shows_the_users_frames_once_and_no_rebuilt_worker_frames(tmp_path):
+    file = tmp_path / "script.py"
+    file.write_text(FLOW + "\n\nif __name__ == '__main__':\n    scaling()\n")
+    env = {**os.environ, "DAGRUN_HOME": str(tmp_path / "dagrun-home")}
+    env.pop("DAGRUN_CLUSTER", None)
+    result = subprocess.run(
+        [sys.executable, str(file)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 1
+    assert result.stderr.count(user_frames(file)) == 1  # the task's failure line
+    assert "<dynamic-code>" not in result.stderr
+    assert "distributed" + os.sep not in result.stderr
+    # Python's own print of the uncaught error: the script's frames down to dagrun, then the error.
+    assert re.search(r"\nValueError: value 5 is too large\nraised by task run 'scale-0' in flow run '[^']+'$",
+                     result.stderr.rstrip())

@@ -61,6 +61,7 @@ from dagrun.executors.dask_worker import (
     run_on_worker_with_kwargs,
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
+from dagrun.tracebacks import was_captured
 
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
@@ -187,7 +188,12 @@ class DaskSession(ExecutorSession):
             if isinstance(recorded, FutureCancelledError):
                 return recorded
             return FutureCancelledError(handle.key, reason="cancelled", msg=None)
-        return handle.exception()
+        exception = handle.exception()
+        if was_captured(exception):
+            # Its traceback is Dask's rebuild of the worker's frames, without file names or
+            # source lines; the worker's rendering travels with it (see `dagrun.tracebacks`).
+            exception.__traceback__ = None
+        return exception
 
     def scheduler_lost(self, exception: BaseException) -> bool:
         return isinstance(exception, FutureCancelledError) and exception.reason == "scheduler-connection-lost"
