@@ -222,3 +222,37 @@ def test_a_script_shows_the_users_frames_once_and_no_rebuilt_worker_frames(tmp_p
     # Python's own print of the uncaught error: the script's frames down to dagrun, then the error.
     assert re.search(r"\nValueError: value 5 is too large\nraised by task run 'scale-0' in flow run '[^']+'$",
                      result.stderr.rstrip())
+
+
+def test_a_threaded_local_cluster_does_not_log_compute_failed():
+    import logging
+
+    from dagrun import flow, task
+    from dagrun.executors.dask import DaskExecutor
+
+    @task
+    def explode():
+        raise ValueError("threaded boom")
+
+    kwargs = {"processes": False, "protocol": "tcp", "n_workers": 1, "threads_per_worker": 1}
+
+    @flow(executor=DaskExecutor(cluster_kwargs=kwargs))
+    def threaded():
+        return explode()
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    worker_logger = logging.getLogger("distributed.worker")  # the workers run in this process
+    records = Records()
+    worker_logger.addHandler(records)
+    try:
+        assert threaded(return_state=True).is_failed()
+    finally:
+        worker_logger.removeHandler(records)
+    assert [m for m in records.messages if "Compute Failed" in m] == []

@@ -50,7 +50,7 @@ from dagrun.executors.dask_clusters import (
     cluster_arguments,
     cluster_family,
 )
-from dagrun.executors.dask_logs import LOG_TOPIC, receive
+from dagrun.executors.dask_logs import LOG_TOPIC, receive, silence_compute_failed
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_worker import (
     TagSlots,
@@ -334,6 +334,8 @@ class DaskExecutor(Executor):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
             return self._session(client, None, on_log, check_versions=True)
         cluster_class, kwargs = self.cluster_arguments()
+        if kwargs.get("processes") is False:  # a LocalCluster's threaded workers log here
+            silence_compute_failed()
         with dask.config.set(MANAGED_CLUSTER_CONFIG):
             cluster = cluster_class(**kwargs)
         try:
