@@ -20,7 +20,6 @@ import os
 import socket
 import threading
 import time
-import traceback
 from typing import Any
 
 from dagrun.cancellation import RUNS_CANCEL_REASON
@@ -36,6 +35,7 @@ from dagrun.history.events import (
     TaskRunTimings,
 )
 from dagrun.states import State, StateType
+from dagrun.tracebacks import views_of
 
 logger = logging.getLogger("dagrun.history")
 
@@ -108,9 +108,9 @@ class RunRecorder:
         )
 
     def flow_state(self, flow_run_id: str, state: State) -> None:
-        error, trace = _error_fields(state.exception)
+        error, trace, full = _error_fields(state.exception)
         self._writer.submit(
-            FlowRunState(flow_run_id, state.name, time.time(), state.message, error, trace)
+            FlowRunState(flow_run_id, state.name, time.time(), state.message, error, trace, full)
         )
 
     # ---------------------------------------------------------------- task runs
@@ -131,7 +131,8 @@ class RunRecorder:
             attempts += earlier
         elif state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
             attempts = self._retries.get(run.id, 0) + 1
-        error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
+        not_run = state.type is StateType.NOT_RUN
+        error, trace, full = (state.message, None, None) if not_run else _error_fields(state.exception)
         retried = self._retries.pop(run.id, None) is not None
         if attempts and (retried or state.type in (StateType.FAILED, StateType.CRASHED)):
             # The last attempt (earlier ones were recorded as they were retried).
@@ -140,6 +141,7 @@ class RunRecorder:
                     run.id, attempts, finished.get("last_attempt_start"), finished.get("end_time") or time.time(),
                     error if state.type is not StateType.COMPLETED else None,
                     trace if state.type is not StateType.COMPLETED else None,
+                    full if state.type is not StateType.COMPLETED else None,
                 )
             )
         self._writer.submit(
@@ -151,6 +153,7 @@ class RunRecorder:
                 attempt=attempts,
                 error=error,
                 traceback=trace,
+                full_traceback=full,
                 worker=finished.get("worker"),
                 start_time=finished.get("start_time"),
                 cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
@@ -180,7 +183,7 @@ class RunRecorder:
             self._writer.submit(
                 TaskRunAttempt(
                     task_run_id, attempt, record["start_time"], record["timestamp"],
-                    record.get("error"), record.get("traceback"),
+                    record.get("error"), record.get("traceback"), record.get("full_traceback"),
                 )
             )
             self._writer.submit(
@@ -198,11 +201,12 @@ class RunRecorder:
         )
 
 
-def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None]:
+def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None, str | None]:
+    """(error, the user's traceback, the full traceback) of a failed run."""
     if exception is None:
-        return None, None
-    error = f"{type(exception).__name__}: {exception}"
-    return error, "".join(traceback.format_exception(exception)).rstrip()
+        return None, None, None
+    views = views_of(exception)
+    return f"{type(exception).__name__}: {exception}", views.user, views.full
 
 
 class CancelWatcher:

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import pickle
 import time
-import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
 from dagrun.secrets import mask_exception, remember, remember_secrets_in
+from dagrun.tracebacks import capture as capture_traceback
 
 _PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
 _CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
@@ -136,6 +136,7 @@ def run_task(
 
     def on_retry(attempt: int, delay: float, exception: BaseException) -> None:
         capped.end_attempt()
+        views = capture_traceback(exception)
         message = (
             f"Retry {attempt}/{task.retry_policy.retries} of '{task.name}' in {delay:.1f} s "
             f"after {type(exception).__name__}: {exception}"
@@ -145,7 +146,7 @@ def run_task(
                 "kind": "retrying", "task_run_id": task_run_id, "attempt": attempt, "message": message,
                 "start_time": attempts[-1], "timestamp": time.time(),
                 "error": f"{type(exception).__name__}: {exception}",
-            "traceback": "".join(traceback.format_exception(exception)).rstrip(),
+            "traceback": views.user, "full_traceback": views.full,
         })
         attempts.append(time.time() + delay)
 
@@ -176,6 +177,8 @@ def run_task(
         return value
     except BaseException as exception:
         mask_exception(exception)  # its message goes to the driver, Dask's logs and the history
+        if isinstance(exception, Exception):
+            capture_traceback(exception)  # rendered here, where the user's frames and files are
         raise
     finally:
         capped.end_attempt()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,6 +41,7 @@ from dagrun.recorder import RunRecorder
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
+from dagrun.tracebacks import views_of
 
 SWEEP_EVERY = 512
 
@@ -543,8 +543,9 @@ class TaskRunTracker:
             raise FlowTimeoutError(f"Flow run '{self.flow_run_name}' exceeded its timeout_seconds")
 
     def _log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
-        if exception is not None and exception.__traceback__ is not None:
-            message += "\n" + "".join(traceback.format_exception(exception)).rstrip()
+        views = views_of(exception) if exception is not None else None
+        if views is not None and views.has_user_frames:  # else the message says it all
+            message += "\n" + views.user
         self.log_sink(
             log_line(level, message, "dagrun.task_run", self.flow_run_id, self.flow_run_name, run.id, run.name)
         )

@@ -166,10 +166,17 @@ class Task(Generic[P, R]):
             self, outer.flow_run_id if outer else None, outer.flow_run_name if outer else None, log_prints
         )
         run_id = uuid.uuid4().hex
-        return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else print_log_line)
+        return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else _print_lines_only)
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
+
+
+def _print_lines_only(line: dict) -> None:
+    """Log sink of a task run outside any flow: prints its log lines; the run records
+    (`retrying`, `finished`) are for a run history, and this run has none."""
+    if "kind" not in line:
+        print_log_line(line)
 
 
 @overload

@@ -58,8 +58,8 @@ from dagrun.executors.dask_clusters import (
     cluster_arguments,
     cluster_family,
 )
-from dagrun.executors.dask_logs import LOG_TOPIC, receive
 from dagrun.executors.dask_deaths import WorkerDeathReasons, sign_up_for_worker_deaths
+from dagrun.executors.dask_logs import LOG_TOPIC, receive, silence_compute_failed
 from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate, fail_waiting_tasks, install_gate, remove_gate
 from dagrun.executors.dask_worker import (
@@ -72,6 +72,7 @@ from dagrun.executors.dask_worker import (
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 from dagrun.secrets import known_values
+from dagrun.tracebacks import was_captured
 
 logger = logging.getLogger("dagrun.executors")
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
@@ -234,7 +235,12 @@ class DaskSession(ExecutorSession):
             if isinstance(recorded, FutureCancelledError):
                 return recorded
             return FutureCancelledError(handle.key, reason="cancelled", msg=None)
-        return handle.exception()
+        exception = handle.exception()
+        if was_captured(exception):
+            # Its traceback is Dask's rebuild of the worker's frames, without file names or
+            # source lines; the worker's rendering travels with it (see `dagrun.tracebacks`).
+            exception.__traceback__ = None
+        return exception
 
     def scheduler_lost(self, exception: BaseException) -> bool:
         return isinstance(exception, FutureCancelledError) and exception.reason == "scheduler-connection-lost"
@@ -393,6 +399,8 @@ class DaskExecutor(Executor):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
             return self._session(client, None, on_log, check_versions=True)
         cluster_class, kwargs = self.cluster_arguments()
+        if kwargs.get("processes") is False:  # a LocalCluster's threaded workers log here
+            silence_compute_failed()
         with dask.config.set(MANAGED_CLUSTER_CONFIG):
             try:
                 cluster = cluster_class(**kwargs)

@@ -17,7 +17,7 @@ from typing import Any
 import distributed
 
 from dagrun.errors import TaskExitError
-from dagrun.executors.dask_logs import batches_of
+from dagrun.executors.dask_logs import batches_of, silence_compute_failed
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
 from dagrun.secrets import mask_record
@@ -30,7 +30,9 @@ def dask_setup(worker: Any) -> None:
     They are the driver's children, in its process group, so a terminal's Ctrl-C reaches them
     too. The driver handles it: it cancels the run, then closes the cluster. A worker dying of
     it mid-task instead prints a traceback and races its nanny's restart against that close.
+    Their "Compute Failed" log of dagrun's tasks is silenced: the driver reports each failure.
     """
+    silence_compute_failed()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

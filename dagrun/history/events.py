@@ -88,7 +88,8 @@ class FlowRunState:
     timestamp: float
     message: str = ""
     error: str | None = None
-    traceback: str | None = None
+    traceback: str | None = None  # the user's view (see `dagrun.tracebacks`)
+    full_traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ class TaskRunState:
     start_time: float | None = None
     end_time: float | None = None
     cache_key: str | None = None
+    full_traceback: str | None = None  # `traceback` is the user's view (see `dagrun.tracebacks`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,8 @@ class TaskRunAttempt:
     start_time: float | None
     end_time: float | None
     error: str | None = None
-    traceback: str | None = None
+    traceback: str | None = None  # the user's view (see `dagrun.tracebacks`)
+    full_traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

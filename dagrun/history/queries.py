@@ -28,11 +28,11 @@ _FLOW_RUN_SUMMARY = (
 _FLOW_RUN_DETAIL = (
     _FLOW_RUN_SUMMARY
     + ", parent_task_run_id, executor, address, host, pid, heartbeat, lease_seconds, "
-    "cancel_requested, error, traceback"
+    "cancel_requested, error, traceback, full_traceback"
 )
 _TASK_RUN_COLUMNS = (
     "id, flow_run_id, task_name, task_run_name, state, message, created, start_time, end_time, "
-    "attempts, cache_key, cache_hit, worker, result_size, error, traceback"
+    "attempts, cache_key, cache_hit, worker, result_size, error, traceback, full_traceback"
 )
 
 
@@ -109,7 +109,7 @@ def task_run(connection: Any, task_run_id: str) -> Row | None:
     run["attempt_history"] = [
         attempt | {"duration": _duration(attempt)}
         for attempt in connection.execute(
-            "SELECT attempt, start_time, end_time, error, traceback FROM task_run_attempts "
+            "SELECT attempt, start_time, end_time, error, traceback, full_traceback FROM task_run_attempts "
             "WHERE task_run_id = ? ORDER BY attempt",
             (task_run_id,),
         )

@@ -91,6 +91,7 @@ def record_flow_run_states(connection: Any, events: Sequence[FlowRunState]) -> N
         final = state in FINAL_STATE_NAMES
         timestamp = float(event.timestamp)
         error, traceback = _text(event.error), _text(event.traceback)
+        full_traceback = _text(event.full_traceback)
         rows.append(
             (
                 state,
@@ -101,13 +102,15 @@ def record_flow_run_states(connection: Any, events: Sequence[FlowRunState]) -> N
                 # the error; a non-final state only adds one.
                 int(final), error, error,
                 int(final), traceback, traceback,
+                int(final), full_traceback, full_traceback,
                 str(event.flow_run_id),
             )
         )
     connection.executemany(
         "UPDATE flow_runs SET state = ?, state_time = ?, message = ?, end_time = ?, "
         "error = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, error) END, "
-        "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END "
+        "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END, "
+        "full_traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, full_traceback) END "
         "WHERE id = ?",
         rows,
     )
@@ -161,6 +164,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
         if cache_hit is None and state == "Cached":
             cache_hit = True
         error, traceback = _text(event.error), _text(event.traceback)
+        full_traceback = _text(event.full_traceback)
         end_time = _real(event.end_time)
         attempt = _integer(event.attempt)
         rows.append(
@@ -178,6 +182,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
                 int(final), end_time, timestamp, end_time,
                 int(final), error, error,
                 int(final), traceback, traceback,
+                int(final), full_traceback, full_traceback,
                 _text(event.cache_key),
                 str(event.task_run_id),
             )
@@ -191,6 +196,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
         "end_time = CASE WHEN ? = 1 THEN COALESCE(?, end_time, ?) ELSE ? END, "
         "error = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, error) END, "
         "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END, "
+        "full_traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, full_traceback) END, "
         "cache_key = COALESCE(?, cache_key) "
         "WHERE id = ?",
         rows,
@@ -203,12 +209,13 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
 def record_task_run_attempts(connection: Any, events: Sequence[TaskRunAttempt]) -> None:
     connection.executemany(
         "INSERT INTO task_run_attempts (task_run_id, attempt, start_time, end_time, error, "
-        "traceback) VALUES (?, ?, ?, ?, ?, ?) "
+        "traceback, full_traceback) VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (task_run_id, attempt) DO UPDATE SET "
         "start_time = COALESCE(excluded.start_time, task_run_attempts.start_time), "
         "end_time = COALESCE(excluded.end_time, task_run_attempts.end_time), "
         "error = COALESCE(excluded.error, task_run_attempts.error), "
-        "traceback = COALESCE(excluded.traceback, task_run_attempts.traceback)",
+        "traceback = COALESCE(excluded.traceback, task_run_attempts.traceback), "
+        "full_traceback = COALESCE(excluded.full_traceback, task_run_attempts.full_traceback)",
         [
             (
                 str(event.task_run_id),
@@ -217,6 +224,7 @@ def record_task_run_attempts(connection: Any, events: Sequence[TaskRunAttempt]) 
                 _real(event.end_time),
                 _text(event.error),
                 _text(event.traceback),
+                _text(event.full_traceback),
             )
             for event in events
         ],

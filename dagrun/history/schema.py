@@ -16,6 +16,7 @@ Tables (times are epoch seconds, states are `StateType` names):
     task_run_upstream  dependency edges: task run -> upstream task run, in argument order
     states             every state a flow run (task_run_id NULL) or task run entered
     task_run_attempts  one row per attempt of a task run, with its error and traceback
+                       (`traceback` is the user's view, `full_traceback` every frame: migration 5)
     logs               log lines of flow runs and their task runs, in arrival order
 
 Deployments (migration 3, see `dagrun.deployments`):
@@ -259,6 +260,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             # driver (see `dagrun.history.drivers`).
             "ALTER TABLE flow_runs ADD COLUMN process_space TEXT",
             "ALTER TABLE flow_runs ADD COLUMN process_start DOUBLE PRECISION",
+        ),
+    ),
+    Migration(
+        6,
+        "full tracebacks beside the user's view",
+        (
+            # `traceback` holds the user's view (their frames first, see `dagrun.tracebacks`);
+            # `full_traceback` every frame, dagrun's and Dask's included.
+            "ALTER TABLE flow_runs ADD COLUMN full_traceback TEXT",
+            "ALTER TABLE task_runs ADD COLUMN full_traceback TEXT",
+            "ALTER TABLE task_run_attempts ADD COLUMN full_traceback TEXT",
         ),
     ),
 )
