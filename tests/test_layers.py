@@ -55,6 +55,7 @@ WORKER_SIDE = frozenset({
     "dagrun.secrets",
     "dagrun.states",
     "dagrun.tasks",
+    "dagrun.tracebacks",
 })
 DRIVER_SIDE = (
     "dagrun.engine", "dagrun.history", "dagrun.cli", "dagrun.server", "dagrun.deployments",
