@@ -27,6 +27,7 @@ It needs SQLite 3.35 or newer (2021) for `RETURNING`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -36,6 +37,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from dagrun.errors import ConfigError
+from dagrun.private_files import ensure_file, make_directories
 from dagrun.history.postgres import SCHEMES as POSTGRES_SCHEMES
 from dagrun.history.postgres import PostgresDatabase, mask_password
 
@@ -72,6 +74,10 @@ class SQLiteDatabase:
                 check_same_thread=False,  # HistoryStore.close() closes every thread's connection
             )
         else:
+            # Created private first: SQLite would make it 0644, and its -wal and -shm files
+            # take the database file's mode.
+            with contextlib.suppress(OSError):  # SQLite says what is wrong with the path
+                ensure_file(self.path)
             connection = sqlite3.connect(
                 self.path,
                 timeout=BUSY_TIMEOUT_SECONDS,
@@ -103,9 +109,9 @@ class SQLiteDatabase:
         return f"SQLite database {self.path}" + (" (read-only)" if self.read_only else "")
 
     def prepare(self) -> None:
-        """Create the file's directory (SQLite creates the file, not its directory)."""
+        """Create the file's directory, private (SQLite creates the file, not its directory)."""
         if not self.read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_directories(self.path.parent)
 
     def writable(self) -> SQLiteDatabase:
         """The same file, opened for writing even if this was opened with `?mode=ro`."""
