@@ -12,6 +12,7 @@ cases where dagrun itself has something to say.
     ├── UpstreamFailedError         a task did not run because an upstream task failed
     ├── CrashedError                the infrastructure failed (worker died, scheduler lost)
     ├── CancelledRunError           the run was cancelled (Ctrl-C, `dagrun runs cancel`)
+    ├── HistoryDamagedError         the run-history database is damaged (exit 2)
     └── ResultStoreError            the result store could not write or read an entry
         ├── IntegrityError          an entry failed its checksum or signature
         └── SerializationError      a value could not be serialized (TypeError)
@@ -64,6 +65,12 @@ class CancelledRunError(DagrunError):
     """The run was cancelled before it finished."""
 
     exit_code = 130
+
+
+class HistoryDamagedError(DagrunError):
+    """The run-history database is damaged (or not a database); the message says what to do."""
+
+    exit_code = 2
 
 
 class ResultStoreError(DagrunError):

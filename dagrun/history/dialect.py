@@ -16,6 +16,7 @@ PRECISION`, `RETURNING`). What differs lives in a dialect object, `SQLiteDatabas
 | `ddl(sql)`      | a migration statement with its type placeholders filled in                |
 | `describe()`    | "SQLite database PATH" or the URL with its password masked, for messages  |
 | `prepare()`     | creates what must exist before connecting (SQLite: the file's directory)  |
+| `damaged(error)`| what to do when `error` says the database is damaged, else None           |
 | `writable()`    | the same database opened for writing                                      |
 
 SQLite is tuned for many writers on one machine: WAL (readers never block the writer),
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sqlite3
 import time
 from dataclasses import dataclass, replace
@@ -43,6 +45,7 @@ from dagrun.history.postgres import PostgresDatabase, mask_password
 
 BUSY_TIMEOUT_SECONDS = 30.0
 """How long a connection waits for another process's write lock before giving up."""
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # result codes of a damaged file, a foreign one
 
 _URL_HELP = (
     "DAGRUN_DATABASE_URL must be a file path, an SQLite URL such as "
@@ -112,6 +115,17 @@ class SQLiteDatabase:
         """Create the file's directory, private (SQLite creates the file, not its directory)."""
         if not self.read_only:
             make_directories(self.path.parent)
+
+    def damaged(self, error: Exception) -> str | None:
+        """What to do when `error` says the file is damaged or not a database, else None."""
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return None
+        path = shlex.quote(str(self.path))
+        return (
+            f"move it aside (mv {path} {path}.damaged) and dagrun starts a new one; "
+            f"`sqlite3 {path} .recover` may save its runs"
+        )
 
     def writable(self) -> SQLiteDatabase:
         """The same file, opened for writing even if this was opened with `?mode=ro`."""

@@ -32,7 +32,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from dagrun.config import dagrun_home
-from dagrun.errors import ConfigError
+from dagrun.errors import ConfigError, HistoryDamagedError
 from dagrun.history import queries
 from dagrun.history.dialect import Database, parse_database_url
 from dagrun.history.events import (
@@ -114,6 +114,7 @@ class HistoryStore:
             raise
         except self._database.Error as exc:
             self.close()
+            self._raise_if_damaged(exc)
             raise ConfigError(
                 f"Cannot open the run history, {self._database.describe()}: {exc} "
                 "(DAGRUN_DATABASE_URL, or DAGRUN_HOME, chooses where it lives)"
@@ -193,11 +194,12 @@ class HistoryStore:
 
     def cancel_requested(self, flow_run_id: str) -> bool:
         """Whether `request_cancel` was called for the run (the driver polls this)."""
-        row = (
-            self._connection()
-            .execute("SELECT cancel_requested FROM flow_runs WHERE id = ?", (flow_run_id,))
-            .fetchone()
-        )
+        with self._damage_reported():
+            row = (
+                self._connection()
+                .execute("SELECT cancel_requested FROM flow_runs WHERE id = ?", (flow_run_id,))
+                .fetchone()
+            )
         if row is None:
             return False
         return row["cancel_requested"] is not None
@@ -309,24 +311,42 @@ class HistoryStore:
     def write_transaction(self) -> Iterator[Any]:
         """A write transaction (SQLite: `BEGIN IMMEDIATE`) on this thread's connection, for
         stores that share the database, like the deployment store and concurrency limits."""
-        connection = self._connection()
-        connection.execute(self._database.begin_write)
-        try:
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
+        with self._damage_reported():
+            connection = self._connection()
+            connection.execute(self._database.begin_write)
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                rollback(connection)
+                raise
 
     @contextmanager
     def read_transaction(self) -> Iterator[Any]:
         # One snapshot for a multi-query answer: a run's task runs and its edges agree.
-        connection = self._connection()
-        connection.execute(self._database.begin_read)
+        with self._damage_reported():
+            connection = self._connection()
+            connection.execute(self._database.begin_read)
+            try:
+                yield connection
+            finally:
+                rollback(connection)
+
+    @contextmanager
+    def _damage_reported(self) -> Iterator[None]:
+        """A damaged database is one `HistoryDamagedError` saying what to do, not a traceback."""
         try:
-            yield connection
-        finally:
-            rollback(connection)
+            yield
+        except self._database.Error as exc:
+            self._raise_if_damaged(exc)
+            raise
+
+    def _raise_if_damaged(self, exc: Exception) -> None:
+        advice = self._database.damaged(exc)
+        if advice is not None:
+            raise HistoryDamagedError(
+                f"The run history is damaged: {self._database.describe()}: {exc}; {advice}"
+            ) from exc
 
     def _mark_lost_runs_if_any(self) -> None:
         now = time.time()
