@@ -1,7 +1,9 @@
-"""A damaged run-history database (`database disk image is malformed`, or not a database at all):
-every `dagrun` command says so in one line naming the file and what to do, exit 2, and the
-dashboard's API answers with a JSON error. Real runs recorded by the real CLI, a real file
-damaged on disk, the real `dagrun server`."""
+"""The run-history database damaged or deleted, with real runs of the real CLI on real files.
+
+Damaged (`database disk image is malformed`, or not a database at all): every `dagrun` command
+says so in one line naming the file and what to do, exit 2, and the dashboard's API answers
+with a JSON error. Deleted while a run records into it: the run warns once and is recorded,
+whole, into the new database."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import re
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -121,3 +125,95 @@ def test_the_api_answers_a_json_error_on_a_malformed_database(tmp_path: Path, re
         server.wait(30)
     stderr = server.stderr.read() if server.stderr else ""
     assert "Traceback" not in stderr, stderr
+
+
+# --- the database deleted while a run records into it -------------------------------------------
+
+WAITING_FLOWS = textwrap.dedent(
+    """
+    import time
+    from pathlib import Path
+    from dagrun import flow, get_run_logger, task
+
+    @task
+    def wait_for_go(folder: str) -> str:
+        get_run_logger().info("waiting for go")
+        Path(folder, "started").write_text("")
+        deadline = time.monotonic() + 120
+        while not Path(folder, "go").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never said go")
+            time.sleep(0.05)
+        return "went"
+
+    @task
+    def after(value: str) -> str:
+        get_run_logger().info("after %s", value)
+        return value.upper()
+
+    @flow(name="interrupted")
+    def interrupted(folder: str):
+        return after(wait_for_go(folder))
+    """
+)
+
+
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def logged(database: Path, text: str) -> bool:
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return connection.execute("SELECT 1 FROM logs WHERE message = ?", (text,)).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False  # not created yet
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("deleted", ["database files", "whole home"])
+def test_a_run_whose_database_is_deleted_is_recorded_into_the_new_one(
+    tmp_path: Path, dagrun_home: Path, deleted: str
+) -> None:
+    assert DAGRUN, "the dagrun console script is not installed"
+    (tmp_path / "flows.py").write_text(WAITING_FLOWS)
+    database = dagrun_home / "dagrun.db"
+    run = subprocess.Popen(
+        [DAGRUN, "run", "flows.py:interrupted", "-p", f"folder={tmp_path}"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), "the task to start")
+        wait_for(lambda: logged(database, "waiting for go"), "the task's log line to be recorded")
+        if deleted == "whole home":
+            shutil.rmtree(dagrun_home)
+        else:
+            for name in ("dagrun.db", "dagrun.db-wal", "dagrun.db-shm"):
+                (dagrun_home / name).unlink(missing_ok=True)
+        (tmp_path / "go").write_text("")
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, stderr
+    warning = (
+        f"The run history, SQLite database {database}, was deleted while this process was recording "
+        "runs in it: recording into a new one there, with its 1 unfinished run(s) copied over"
+    )
+    assert [line for line in stderr.splitlines() if "deleted" in line] == [warning]
+
+    (recorded,) = json.loads(cli("runs", "ls", "--json", cwd=tmp_path).stdout)
+    assert recorded["flow_name"] == "interrupted" and recorded["state"] == "Completed"
+    shown = json.loads(cli("runs", "show", recorded["id"], "--json", cwd=tmp_path).stdout)
+    assert sorted((task["task_name"], task["state"]) for task in shown["task_runs"]) == [
+        ("after", "Completed"), ("wait_for_go", "Completed")
+    ]
+    logs = cli("runs", "logs", recorded["id"], cwd=tmp_path).stdout
+    assert "waiting for go" in logs and "after went" in logs  # before and after the deletion
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert stat.S_IMODE(dagrun_home.stat().st_mode) == 0o700

@@ -17,6 +17,7 @@ PRECISION`, `RETURNING`). What differs lives in a dialect object, `SQLiteDatabas
 | `describe()`    | "SQLite database PATH" or the URL with its password masked, for messages  |
 | `prepare()`     | creates what must exist before connecting (SQLite: the file's directory)  |
 | `damaged(error)`| what to do when `error` says the database is damaged, else None           |
+| `file_identity()` | SQLite: the file now at the path, to notice it deleted; None otherwise  |
 | `writable()`    | the same database opened for writing                                      |
 
 SQLite is tuned for many writers on one machine: WAL (readers never block the writer),
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+from dagrun.config import dagrun_home
 from dagrun.errors import ConfigError
 from dagrun.private_files import ensure_file, make_directories
 from dagrun.history.postgres import SCHEMES as POSTGRES_SCHEMES
@@ -116,6 +118,15 @@ class SQLiteDatabase:
         if not self.read_only:
             make_directories(self.path.parent)
 
+    def file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file now at `path`; None if there is none. A change means
+        the file was deleted or replaced under connections still open on the old one."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (status.st_dev, status.st_ino)
+
     def damaged(self, error: Exception) -> str | None:
         """What to do when `error` says the file is damaged or not a database, else None."""
         code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # the primary result code
@@ -158,6 +169,21 @@ def parse_database_url(url_or_path: str | os.PathLike[str]) -> Database:
             f"{_URL_HELP}"
         )
     return SQLiteDatabase(_file_path(text, text))
+
+
+def database_url_from_env() -> str:
+    """`DAGRUN_DATABASE_URL`, else `$DAGRUN_HOME/dagrun.db`, with the SQLite file's directory
+    created (a `ConfigError` if it cannot be)."""
+    url = os.environ.get("DAGRUN_DATABASE_URL", "").strip() or str(dagrun_home() / "dagrun.db")
+    database = parse_database_url(url)
+    try:
+        database.prepare()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot create the directory of the run history, {database.describe()}: {exc} "
+            "(DAGRUN_DATABASE_URL, or DAGRUN_HOME, chooses where it lives)"
+        ) from exc
+    return url
 
 
 def _file_path(location: str, original: str) -> Path:

@@ -107,6 +107,10 @@ class PostgresDatabase:
     def prepare(self) -> None:
         """Nothing to create before connecting: the server holds the database."""
 
+    def file_identity(self) -> None:
+        """Not a file: a server database cannot be deleted from under its connections."""
+        return None
+
     def damaged(self, error: Exception) -> str | None:
         """What to do, when `error` says the database is damaged (data or index corrupted)."""
         if getattr(error, "sqlstate", None) in ("XX001", "XX002"):
