@@ -3,16 +3,16 @@
 Nothing here needs a config file to start: every setting has a default and an environment
 variable that overrides it.
 
-| variable                | default                     | meaning                                  |
-|-------------------------|-----------------------------|------------------------------------------|
-| `DAGRUN_HOME`           | `~/.dagrun`                 | database, results, user cluster configs  |
-| `DAGRUN_CLUSTER`        | unset (local cluster)       | cluster config name or path for flows    |
-| `DAGRUN_RESULTS`        | `$DAGRUN_HOME/results`      | result store location (path or URL)      |
-| `DAGRUN_RESULTS_KEY`    | unset                       | key that signs result-store entries      |
-| `DAGRUN_RESULTS_TRUST_PICKLE` | unset                 | `1` loads pickled entries from a store   |
-|                         |                             | others can write, without a key          |
-| `DAGRUN_REFRESH_CACHE`  | unset                       | `1` recomputes every cached task         |
-| `DAGRUN_DATABASE_URL`   | `$DAGRUN_HOME/dagrun.db`    | run-history database                     |
+| variable                      | default                  | meaning                              |
+|-------------------------------|--------------------------|--------------------------------------|
+| `DAGRUN_HOME`                 | `~/.dagrun`              | database, results, cluster configs   |
+| `DAGRUN_CLUSTER`              | unset (local cluster)    | cluster config name or path          |
+| `DAGRUN_RESULTS`              | `$DAGRUN_HOME/results`   | result store location (path or URL)  |
+| `DAGRUN_RESULTS_KEY`          | unset                    | key that signs result-store entries  |
+| `DAGRUN_RESULTS_TRUST_PICKLE` | unset                    | `1` unpickles entries of a store     |
+|                               |                          | others can write, without a key      |
+| `DAGRUN_REFRESH_CACHE`        | unset                    | `1` recomputes every cached task     |
+| `DAGRUN_DATABASE_URL`         | `$DAGRUN_HOME/dagrun.db` | run-history database                 |
 
 Everything dagrun creates under `DAGRUN_HOME` is private to the user (see
 `dagrun.private_files`); a home that exists and is open to others is left as it is, with one

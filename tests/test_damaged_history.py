@@ -175,7 +175,7 @@ def logged(database: Path, text: str) -> bool:
         connection.close()
 
 
-@pytest.mark.parametrize("deleted", ["database files", "whole home"])
+@pytest.mark.parametrize("deleted", ["database file only", "database files", "whole home"])
 def test_a_run_whose_database_is_deleted_is_recorded_into_the_new_one(
     tmp_path: Path, dagrun_home: Path, deleted: str
 ) -> None:
@@ -191,6 +191,8 @@ def test_a_run_whose_database_is_deleted_is_recorded_into_the_new_one(
         wait_for(lambda: logged(database, "waiting for go"), "the task's log line to be recorded")
         if deleted == "whole home":
             shutil.rmtree(dagrun_home)
+        elif deleted == "database file only":  # its -wal and -shm files left behind
+            database.unlink()
         else:
             for name in ("dagrun.db", "dagrun.db-wal", "dagrun.db-shm"):
                 (dagrun_home / name).unlink(missing_ok=True)
@@ -217,3 +219,6 @@ def test_a_run_whose_database_is_deleted_is_recorded_into_the_new_one(
     assert "waiting for go" in logs and "after went" in logs  # before and after the deletion
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
     assert stat.S_IMODE(dagrun_home.stat().st_mode) == 0o700
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    connection.close()

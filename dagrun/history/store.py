@@ -296,8 +296,7 @@ class HistoryStore:
         with self._lock:
             connections, self._connections = self._connections, []
             self._generation += 1
-        # Closed before the new file exists: closing the last connection on the old one
-        # removes the -wal and -shm files by name.
+        # Closed before the new file is created: none of them is open on it, only on the old.
         for connection in connections:
             with contextlib.suppress(Exception):
                 connection.close()

@@ -123,7 +123,7 @@ class LocalFiles:
         root, the entry's directory or the entry is group- or world-writable or foreign."""
         for checked in (self.root, os.path.dirname(path), path):
             status = os.stat(checked)
-            if status.st_uid not in (os.getuid(), 0):
+            if status.st_uid not in (os.geteuid(), 0):
                 return f"{checked} is owned by another user (uid {status.st_uid})"
             if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 kind = "directory" if stat.S_ISDIR(status.st_mode) else "entry"
