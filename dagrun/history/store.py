@@ -11,7 +11,9 @@ same way (see `dagrun.history.postgres`).
 Each thread gets its own connection (a connection is not safe to share between threads
 mid-transaction); `close()` closes all of them. No run stays unfinished forever: a run whose
 driver stopped renewing its heartbeat lease is marked `Crashed` when history is read, and
-when another run starts.
+when another run starts. A damaged database is a `HistoryDamagedError` (exit 2) saying what to
+do; an SQLite file deleted under a recording process is followed to its replacement, this
+process's unfinished runs copied over (`dagrun.history.rescue`).
 
     store = HistoryStore.from_env()            # $DAGRUN_DATABASE_URL or $DAGRUN_HOME/dagrun.db
     store.list_flow_runs(flow_name="etl", state="failed", limit=10)
