@@ -49,11 +49,11 @@ FLOWS = textwrap.dedent(
 )
 
 
-def cli(*args: str, cwd: Path, umask: int = 0o022, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
     """The real `dagrun` console script, run with `umask`."""
     assert DAGRUN, "the dagrun console script is not installed"
     return subprocess.run(
-        [DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [DAGRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,
         preexec_fn=lambda: os.umask(umask),
     )
 
@@ -190,7 +190,9 @@ def test_stores_create_private_files_in_process_with_no_umask(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("root_mode", [0o2770, 0o750], ids=["2770", "750"])
-def test_a_store_root_made_for_a_group_gives_its_entries_the_group_bits(tmp_path: Path, root_mode: int) -> None:
+def test_a_store_root_made_for_a_group_gives_its_entries_the_group_bits(
+    tmp_path: Path, root_mode: int
+) -> None:
     root = tmp_path / "shared"
     root.mkdir()
     root.chmod(root_mode)
