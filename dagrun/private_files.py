@@ -53,13 +53,14 @@ def create_file(path: str | os.PathLike[str], mode: int = PRIVATE_FILE_MODE) -> 
     return descriptor
 
 
-def ensure_file(path: str | os.PathLike[str]) -> None:
+def ensure_file(path: str | os.PathLike[str]) -> bool:
     """Create an empty private file at `path` unless one exists (an SQLite database, whose
-    -wal and -shm files then get the same mode)."""
+    -wal and -shm files then get the same mode); True if this call created it."""
     try:
         os.close(create_file(path))
     except FileExistsError:
-        pass
+        return False
+    return True
 
 
 def open_append(path: str | os.PathLike[str]) -> BinaryIO:

@@ -182,11 +182,19 @@ def test_a_run_whose_database_is_deleted_is_recorded_into_the_new_one(
     assert DAGRUN, "the dagrun console script is not installed"
     (tmp_path / "flows.py").write_text(WAITING_FLOWS)
     database = dagrun_home / "dagrun.db"
+    # A dashboard open on the database all along moves on to the new one.
+    server = subprocess.Popen(
+        [DAGRUN, "server", "--port", "0"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
     run = subprocess.Popen(
         [DAGRUN, "run", "flows.py:interrupted", "-p", f"folder={tmp_path}"], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
+        assert server.stdout is not None
+        match = re.match(r"dagrun server: (http://127\.0\.0\.1:\d+)/", server.stdout.readline())
+        assert match, server.stderr.read() if server.stderr else ""
         wait_for(lambda: (tmp_path / "started").exists(), "the task to start")
         wait_for(lambda: logged(database, "waiting for go"), "the task's log line to be recorded")
         if deleted == "whole home":
@@ -198,10 +206,21 @@ def test_a_run_whose_database_is_deleted_is_recorded_into_the_new_one(
                 (dagrun_home / name).unlink(missing_ok=True)
         (tmp_path / "go").write_text("")
         _, stderr = run.communicate(timeout=120)
+        with urllib.request.urlopen(match.group(1) + "/api/runs", timeout=30) as answer:
+            served = json.loads(answer.read())
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        for process in (run, server):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    server_stderr = server.stderr.read() if server.stderr else ""
+    assert [(r["flow_name"], r["state"]) for r in served] == [("interrupted", "Completed")], server_stderr
+    followed = f"The run history, SQLite database {database}, was deleted: using the new one"
+    assert server_stderr.splitlines().count(followed) == 1 and "Traceback" not in server_stderr
     assert run.returncode == 0, stderr
     warning = (
         f"The run history, SQLite database {database}, was deleted while this process was recording "

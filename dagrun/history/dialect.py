@@ -82,7 +82,8 @@ class SQLiteDatabase:
             # Created private first: SQLite would make it 0644, and its -wal and -shm files
             # take the database file's mode.
             with contextlib.suppress(OSError):  # SQLite says what is wrong with the path
-                ensure_file(self.path)
+                if ensure_file(self.path):
+                    self._remove_stale_journals()
             connection = sqlite3.connect(
                 self.path,
                 timeout=BUSY_TIMEOUT_SECONDS,
@@ -117,6 +118,14 @@ class SQLiteDatabase:
         """Create the file's directory, private (SQLite creates the file, not its directory)."""
         if not self.read_only:
             make_directories(self.path.parent)
+
+    def _remove_stale_journals(self) -> None:
+        """-wal and -shm files beside a database file just created belong to one deleted
+        under processes still using them: SQLite would read the old pages into the new file.
+        Those processes keep their open copies."""
+        for suffix in ("-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
 
     def file_identity(self) -> tuple[int, int] | None:
         """(device, inode) of the file now at `path`; None if there is none. A change means

@@ -68,6 +68,7 @@ class HistoryStore:
         self._lock = threading.Lock()  # guards _connections, appended to from any thread
         self._connections: list[Any] = []
         self._generation = 0  # bumped when the file was deleted: connections then reopen
+        self._follow_lock = threading.Lock()
         self._closed = False
         try:
             self._migrate()
@@ -290,27 +291,33 @@ class HistoryStore:
     def _follow_deleted_file(self) -> None:
         """The SQLite file was deleted (or replaced) under this store's open connections:
         copy this process's unfinished runs out of it into a new one, and use that."""
-        try:
-            saved = rescue.read_unfinished_runs(self._connection())
-        except self._database.Error as exc:
-            logger.debug("Could not read the runs of the deleted %s: %s", self.describe(), exc)
-            saved = []
-        with self._lock:
-            connections, self._connections = self._connections, []
-            self._generation += 1
-        # Closed before the new file is created: none of them is open on it, only on the old.
-        for connection in connections:
-            with contextlib.suppress(Exception):
-                connection.close()
-        self._database.prepare()  # its directory may have gone too
-        self._migrate()
-        with self.write_transaction() as connection:
-            rescue.write_rows(connection, saved)
-        logger.warning(
-            "The run history, %s, was deleted while this process was recording runs in it: "
-            "recording into a new one there, with its %d unfinished run(s) copied over",
-            self.describe(), rescue.run_count(saved),
-        )
+        with self._follow_lock:
+            if self._database.file_identity() == self._identity:
+                return  # another thread of this process has followed it
+            try:
+                saved = rescue.read_unfinished_runs(self._connection())
+            except self._database.Error as exc:
+                logger.debug("Could not read runs of the deleted %s: %s", self.describe(), exc)
+                saved = []
+            with self._lock:
+                connections, self._connections = self._connections, []
+                self._generation += 1
+            # Closed before the new file is created: none of them is open on it, only on the old.
+            for connection in connections:
+                with contextlib.suppress(Exception):
+                    connection.close()
+            self._database.prepare()  # its directory may have gone too
+            self._migrate()
+            if not saved:
+                logger.warning("The run history, %s, was deleted: using the new one", self.describe())
+                return
+            with self.write_transaction() as connection:
+                rescue.write_rows(connection, saved)
+            logger.warning(
+                "The run history, %s, was deleted while this process was recording runs in it: "
+                "recording into a new one there, with its %d unfinished run(s) copied over",
+                self.describe(), rescue.run_count(saved),
+            )
 
     @contextmanager
     def write_transaction(self) -> Iterator[Any]:
@@ -329,6 +336,8 @@ class HistoryStore:
     @contextmanager
     def read_transaction(self) -> Iterator[Any]:
         # One snapshot for a multi-query answer: a run's task runs and its edges agree.
+        if self._database.file_identity() not in (self._identity, None):
+            self._follow_deleted_file()  # a reader (the dashboard) moves on once there is a new one
         with self._damage_reported():
             connection = self._connection()
             connection.execute(self._database.begin_read)
