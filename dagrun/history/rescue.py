@@ -6,10 +6,10 @@ notices the file is gone (or is another file) before each batch; this module the
 process's unfinished runs out of the deleted file, through the connection still open on it,
 and writes them into the new database, so later events of those runs land next to them.
 
-A process that only reads (the dashboard) moves on to the new file once there is one, with
-nothing to copy. Only this process's unfinished runs (host and pid as `RunRecorder` records them) are copied:
+Only this process's unfinished runs (host and pid as `RunRecorder` records them) are copied:
 finished runs and other processes' runs were deleted on purpose, or belong to their own
-processes. Log lines and states get new ids in the new file, in their old order.
+processes. Log lines and states get new ids in the new file, in their old order. A process
+that only reads (the dashboard) moves on to the new file once there is one, copying nothing.
 """
 
 from __future__ import annotations
