@@ -20,6 +20,8 @@ def resolve_executor(override: Executor | str | None, declared: Executor | str |
     for choice in (override, env_cluster(), declared):
         if choice is None:
             continue
+        if hasattr(choice, "to_executor"):  # a Prefect-style task runner (dagrun.task_runners)
+            choice = choice.to_executor()
         if isinstance(choice, Executor):
             return choice
         if isinstance(choice, str):
