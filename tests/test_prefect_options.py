@@ -13,7 +13,7 @@ import warnings
 import pydantic
 import pytest
 
-from conftest import child_processes
+from conftest import child_processes, wait_until_gone
 from console_script import dagrun as dagrun_cli
 from dagrun import flow, task
 from dagrun.cache_policies import FLOW_PARAMETERS, INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE
@@ -376,3 +376,22 @@ def test_nested_model_error_names_the_field_path_and_its_type():
     assert "parameter 'config.window.days' expected int, got 'many'" in message
     assert "parameter 'config.tags.1' expected int, got 'b'" in message
     assert "expected Config" not in message
+
+
+def test_dask_task_runner_with_a_cluster_class_starts_and_stops_that_cluster():
+    before = child_processes()
+
+    @task
+    def where():
+        return os.getpid()
+
+    @flow(task_runner=DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": 1, "threads_per_worker": 1, "dashboard_address": None},
+        adapt_kwargs={"minimum": 1, "maximum": 1},
+    ))
+    def pipeline():
+        return where()
+
+    assert pipeline() != os.getpid()  # ran in the cluster's worker process
+    assert wait_until_gone(child_processes() - before) == set()

@@ -27,7 +27,7 @@ def resolve_executor(override: Executor | str | None, declared: Executor | str |
         if isinstance(choice, str):
             return DaskExecutor.from_config(choice)
         raise ConfigError(
-            f"executor must be an Executor (DaskExecutor(...), InProcessExecutor()) or a cluster "
+            f"executor must be an Executor (DaskExecutor(...), ThreadExecutor(), InProcessExecutor()) or a cluster "
             f"config name, got {choice!r}"
         )
     return DaskExecutor()
