@@ -5,7 +5,7 @@
 | `ThreadPoolTaskRunner(max_workers=None)`                    | `ThreadExecutor(max_workers)`        |
 | `DaskTaskRunner()`                                          | `DaskExecutor()` (a LocalCluster)    |
 | `DaskTaskRunner(address="tcp://...")`                       | `DaskExecutor(address=...)`          |
-| `DaskTaskRunner(cluster_class=..., cluster_kwargs=..., adapt_kwargs=...)` | `DaskExecutor(cluster=..., cluster_kwargs=..., adapt=...)` |
+| `DaskTaskRunner(cluster_class=X, cluster_kwargs=K, adapt_kwargs=A)` | `DaskExecutor(cluster=X, cluster_kwargs=K, adapt=A)` |
 | `DaskTaskRunner(cluster=<running cluster>)`                 | `DaskExecutor(cluster=<it>)`         |
 
 Decorating builds nothing: the executor is made when a flow run starts (`to_executor()`), so
@@ -69,7 +69,8 @@ class DaskTaskRunner:
             raise ConfigError("DaskTaskRunner: give either cluster= (a running cluster) or cluster_class=, not both")
         for name, value in (("address", address), ("cluster_class", cluster_class)):
             if value is not None and not isinstance(value, (str, type)):
-                raise ConfigError(f"DaskTaskRunner: {name}= needs a {'str' if name == 'address' else 'class or dotted path'}, got {value!r}")
+                wanted = "a str" if name == "address" else "a class or a dotted path"
+                raise ConfigError(f"DaskTaskRunner: {name}= needs {wanted}, got {value!r}")
         object.__setattr__(self, "cluster", cluster)
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "cluster_class", cluster_class)
@@ -103,3 +104,18 @@ def executor_for(flow_name: str, executor: Any, task_runner: Any) -> Any:
 
 def _executor_class(name: str) -> Any:
     return getattr(importlib.import_module("dagrun.executors"), name)
+
+
+_PREFECT_ONLY = {
+    "ProcessPoolTaskRunner": "use DaskTaskRunner() (a LocalCluster of worker processes)",
+    "PrefectTaskRunner": "use DaskTaskRunner(address=...) to run tasks on other machines",
+    "ConcurrentTaskRunner": "use ThreadPoolTaskRunner (its Prefect 3 name)",
+    "SequentialTaskRunner": "use @flow(executor=InProcessExecutor()) from dagrun.executors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PREFECT_ONLY:
+        # An ImportError (not AttributeError) keeps this line in `from ... import` errors.
+        raise ImportError(f"dagrun.task_runners has no {name}: {_PREFECT_ONLY[name]}")
+    raise AttributeError(f"module 'dagrun.task_runners' has no attribute {name!r}")

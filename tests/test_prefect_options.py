@@ -395,3 +395,8 @@ def test_dask_task_runner_with_a_cluster_class_starts_and_stops_that_cluster():
 
     assert pipeline() != os.getpid()  # ran in the cluster's worker process
     assert wait_until_gone(child_processes() - before) == set()
+
+
+def test_a_prefect_task_runner_dagrun_lacks_names_what_to_use():
+    with pytest.raises(ImportError, match="dagrun.task_runners has no ProcessPoolTaskRunner: use DaskTaskRunner()"):
+        from dagrun.task_runners import ProcessPoolTaskRunner  # noqa: F401

@@ -178,7 +178,9 @@ class ThreadExecutor(Executor):
     Python's `ThreadPoolExecutor` default, min(32, CPUs + 4))."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1):
+        if max_workers is not None and (
+            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
+        ):
             raise ConfigError(f"ThreadExecutor(max_workers=...) needs an int >= 1, got {max_workers!r}")
         self.max_workers = max_workers
 
