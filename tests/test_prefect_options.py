@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+import time
 import warnings
 
 import pydantic
@@ -400,3 +401,29 @@ def test_dask_task_runner_with_a_cluster_class_starts_and_stops_that_cluster():
 def test_a_prefect_task_runner_dagrun_lacks_names_what_to_use():
     with pytest.raises(ImportError, match="dagrun.task_runners has no ProcessPoolTaskRunner: use DaskTaskRunner()"):
         from dagrun.task_runners import ProcessPoolTaskRunner  # noqa: F401
+
+
+def test_thread_executor_holds_tag_concurrency_limits():
+    assert dagrun_cli("concurrency", "set", "serial", "1").returncode == 0
+    windows: list[tuple[float, float]] = []
+    running = threading.Barrier(3, timeout=30)  # the unlimited runs do overlap
+
+    @task(tags=["serial"])
+    def limited(index):
+        start = time.monotonic()
+        time.sleep(0.2)
+        windows.append((start, time.monotonic()))
+        return index
+
+    @task
+    def unlimited(index):
+        running.wait()
+        return index
+
+    @flow(executor=ThreadExecutor(max_workers=6))
+    def pipeline():
+        return limited.map(range(3)), unlimited.map(range(3))
+
+    assert [list(part) for part in pipeline()] == [[0, 1, 2], [0, 1, 2]]
+    windows.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(windows, windows[1:]))

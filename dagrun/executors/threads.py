@@ -10,16 +10,22 @@ a small pool cannot deadlock on a deep graph. Each call runs in a fresh `context
 context, so code in a task sees its own task run, never the flow body's context.
 Python cannot stop a running thread: cancelling cancels the calls not yet started, and a
 cancelled run's session shuts down without waiting for the calls still running.
+Tag concurrency limits (`dagrun concurrency set TAG N`) are read once per flow run and hold
+among that run's threads (a semaphore per limited tag, taken in tag order).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
+
+from dagrun.concurrency import read_limits
 
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
@@ -56,19 +62,50 @@ def _values_of(value: Any) -> Any:
     return value
 
 
+@contextmanager
+def _holding(semaphores: list[threading.BoundedSemaphore]) -> Iterator[None]:
+    with ExitStack() as stack:
+        for semaphore in semaphores:  # in tag order: two runs never each hold what the other waits for
+            stack.enter_context(semaphore)
+        yield
+
+
 class ThreadSession(ExecutorSession):
     address = None
 
-    def __init__(self, max_workers: int | None, on_log: Callable[[dict], None]) -> None:
+    def __init__(
+        self,
+        max_workers: int | None,
+        on_log: Callable[[dict], None],
+        concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
+    ) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="dagrun-task")
         self._on_log = on_log
         self._lock = threading.Lock()
         self._interrupted = False
         self._cancelled = False
+        self._read_limits = concurrency_limits
+        self._semaphores: dict[str, threading.BoundedSemaphore] | None = None  # tag -> slots, read once
+        self._specs: dict[int, tuple[TaskSpec, TaskSpec]] = {}  # id(spec) -> (spec, with its slots)
 
     # ---------------------------------------------------------------- starting calls
     def submit_many(self, submissions: Sequence[Submission]) -> list[ThreadHandle]:
-        return [self._when_done(self._dependencies(s), self._call, s) for s in submissions]
+        return [
+            self._when_done(self._dependencies(s), self._call, dataclasses.replace(s, spec=self._limited(s.spec)))
+            for s in submissions
+        ]
+
+    def _limited(self, spec: TaskSpec) -> TaskSpec:
+        """`spec` holding a slot of each limited tag of its task while it runs."""
+        entry = self._specs.get(id(spec))
+        if entry is None:
+            tags = sorted(getattr(spec.task, "tags", ()) or ())
+            if tags and self._semaphores is None:
+                self._semaphores = {tag: threading.BoundedSemaphore(n) for tag, n in self._read_limits().items()}
+            held = [self._semaphores[tag] for tag in tags if tag in (self._semaphores or {})]
+            limited = dataclasses.replace(spec, concurrency_slots=lambda: _holding(held)) if held else spec
+            entry = self._specs[id(spec)] = (spec, limited)  # holding `spec` pins its id
+        return entry[1]
 
     def load(self, spec: TaskSpec, cache_key: str, *, key: str) -> ThreadHandle:
         return self._when_done([], load_result, spec, cache_key)
