@@ -16,7 +16,7 @@ option checks and `task_input_hash` (the Prefect-style key function, re-exported
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ class CacheKeyContext:
     task_run_name: str
     flow_run_id: str
     flow_run_name: str
+    flow_parameters: dict[str, Any] = field(default_factory=dict)  # for cache_policy=FLOW_PARAMETERS
 
 
 def task_input_hash(context: CacheKeyContext, parameters: dict[str, Any]) -> str | None:

@@ -89,12 +89,17 @@ class CachePlanner:
             if user_key is None:
                 return KeyParts(None, identity)
             return KeyParts(hash_struct(["UserKey", task.name, str(user_key)]), identity, {"key": ["value", str(user_key)]})
+        policy = getattr(task, "cache_policy", None)
         inputs: dict[str, list[str]] = {}
         for name, value in bound.arguments.items():
+            if policy is not None and ("inputs" not in policy.parts or name in policy.exclude):
+                continue
             futures: list[Any] = []
             stand_in = _with_upstream_hashes(value, futures, upstream_hash)
             kind = "upstream" if futures else "value"
             inputs[name] = [kind, hash_value(stand_in, what=f"argument '{name}' of task '{task.name}'")]
+        if policy is not None:
+            return _policy_key_parts(task, policy, identity, inputs, context)
         key = hash_struct(["TaskKey", identity, sorted((name, *parts) for name, parts in inputs.items())])
         return KeyParts(key, identity, inputs)
 
@@ -134,6 +139,22 @@ class CachePlanner:
             if old_inputs.get(name, [None, None])[1] != digest:
                 return f"{'upstream' if kind == 'upstream' else 'argument'} '{name}' changed"
         return "no entry"
+
+
+def _policy_key_parts(
+    task: Any, policy: Any, identity: str, inputs: dict[str, list[str]], context: CacheKeyContext
+) -> KeyParts:
+    """The key a Prefect-style `cache_policy` asks for (see `dagrun.cache_policies`): only the
+    parts it names; the task's name is always in it, so tasks never share entries."""
+    if "flow_parameters" in policy.parts:
+        what = f"the flow parameters (cache_policy of task '{task.name}')"
+        inputs["flow parameters"] = ["value", hash_value(context.flow_parameters, what=what)]
+    if "run_id" in policy.parts:
+        inputs["flow run id"] = ["value", context.flow_run_id]
+    source = identity if "task_source" in policy.parts else ""
+    key = hash_struct(["PolicyKey", task.name, source, sorted((name, *parts) for name, parts in inputs.items())])
+    # Without TASK_SOURCE a code change does not miss, so it must not be given as the reason.
+    return KeyParts(key, source, inputs)
 
 
 def _with_upstream_hashes(value: Any, futures: list[Any], upstream_hash: Callable[[Any], str]) -> Any:

@@ -40,6 +40,7 @@ from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
+from dagrun.run_names import flow_run_name
 from dagrun.parameters import bind_parameters
 from dagrun.secrets import mask_exception, mask_record
 from dagrun.states import State, StateType
@@ -120,7 +121,7 @@ class FlowRunEngine:
         # A service that launches the run (`dagrun serve`) may choose its id, to find it later.
         given_id = os.environ.get("DAGRUN_FLOW_RUN_ID") if parent is None else None
         self.flow_run_id = given_id or uuid.uuid4().hex
-        self.flow_run_name = f"{flow.name}-{self.flow_run_id[:6]}"
+        self.flow_run_name = flow_run_name(flow, parameters, f"{flow.name}-{self.flow_run_id[:6]}")
         self.session: ExecutorSession | None = None
         self.recorder: RunRecorder | None = None
         # Filled by workers' result records; shared with subflows, whose records arrive here too.
@@ -252,6 +253,7 @@ class FlowRunEngine:
             content_hashes=self.content_hashes,
             recorder=self.recorder,
             cancellation=self.cancellation,
+            flow_parameters=self.parameters,
         )
         self.tasks = tracker
         if self.flow.log_prints:

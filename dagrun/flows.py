@@ -12,12 +12,16 @@ declaration at the first `.deployment(...)` (neither imports this module: no cyc
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from dagrun.errors import ConfigError
 from dagrun.parameters import ParameterValidator
+from dagrun.prefect_options import reject_options
 from dagrun.retry import RetryPolicy
+from dagrun.run_names import RunName, check_run_name
+from dagrun.task_runners import executor_for
 
 if TYPE_CHECKING:
     from dagrun.deployments import Deployment
@@ -46,14 +50,21 @@ class Flow(Generic[P, R]):
         notify: Any = None,
         on_completion: Iterable[Callable] = (),
         on_failure: Iterable[Callable] = (),
+        flow_run_name: RunName = None,
+        task_runner: Any = None,
+        **unsupported: Any,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        reject_options("flow", self.name, unsupported, _OPTIONS)
+        check_run_name("flow_run_name", self.name, fn, flow_run_name)
+        self.flow_run_name = flow_run_name
+        self.task_runner = task_runner
         self.description = description if description is not None else (fn.__doc__ or "").strip() or None
         self.version = version
-        self.executor = executor
+        self.executor = executor_for(self.name, executor, task_runner)
         self.retry_policy = RetryPolicy(retries=retries, delay=retry_delay_seconds)
         if timeout_seconds is not None and (not isinstance(timeout_seconds, (int, float)) or timeout_seconds <= 0):
             raise ConfigError(f"timeout_seconds of flow '{self.name}' must be a number > 0, got {timeout_seconds!r}")
@@ -83,16 +94,25 @@ class Flow(Generic[P, R]):
         """A copy of this flow with some decorator options changed."""
         options = {
             "name": self.name, "description": self.description, "version": self.version,
-            "executor": self.executor, "retries": self.retry_policy.retries,
+            "executor": None if self.task_runner is not None else self.executor,
+            "task_runner": self.task_runner, "flow_run_name": self.flow_run_name,
+            "retries": self.retry_policy.retries,
             "retry_delay_seconds": self.retry_policy.delay, "timeout_seconds": self.timeout_seconds,
             "validate_parameters": self.validate_parameters, "log_prints": self.log_prints,
             "result_storage": self.result_storage, "notify": self.notify,
             "on_completion": self.on_completion, "on_failure": self.on_failure,
         }
+        if "executor" in changes and "task_runner" not in changes:
+            options["task_runner"] = None  # the new executor replaces the task runner
+        if "task_runner" in changes and "executor" not in changes:
+            options["executor"] = None
         return Flow(self.fn, **{**options, **changes})
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r})"
+
+
+_OPTIONS = tuple(name for name in inspect.signature(Flow.__init__).parameters if name not in ("self", "fn", "unsupported"))
 
 
 @overload

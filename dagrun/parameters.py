@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dagrun.errors import ParameterValidationError
+from dagrun.parameter_types import expected_type_at, type_name
 from dagrun.secrets import is_secret_type, mask, remember_parameters
 
 
@@ -75,11 +76,12 @@ class ParameterValidator:
         problems = []
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"])
-            expected = self.signature.parameters[str(item["loc"][0])].annotation
-            expected_name = getattr(expected, "__name__", None) or str(expected)
+            declared = self.signature.parameters[str(item["loc"][0])].annotation
+            expected = expected_type_at(declared, item["loc"][1:])  # a nested field's own type
             # The input of a secret parameter is never echoed, nor a known secret value elsewhere.
-            hidden = is_secret_type(expected)
+            hidden = is_secret_type(declared) or is_secret_type(expected)
             got = "a value (hidden: secret parameter)" if hidden else mask(repr(item.get("input")))
-            problems.append(f"parameter '{name}' expected {expected_name}, got {got} ({mask(item['msg'])})")
+            wanted = f" expected {type_name(expected)}," if expected is not None else ""
+            problems.append(f"parameter '{name}'{wanted} got {got} ({mask(item['msg'])})")
         return f"Invalid parameters for flow '{self.flow_name}': " + "; ".join(problems)
 

@@ -34,6 +34,7 @@ from dagrun.history.events import (
     TaskRunState,
     TaskRunTimings,
 )
+from dagrun.run_names import task_run_name
 from dagrun.states import State, StateType
 from dagrun.tracebacks import views_of
 
@@ -117,7 +118,7 @@ class RunRecorder:
     def task_created(self, run: Any, flow_run_id: str) -> None:
         self._writer.submit(
             TaskRunCreated(
-                run.id, flow_run_id, run.task.name, run.name,
+                run.id, flow_run_id, run.task.name, task_run_name(run.task, run.args, run.kwargs, run.name),
                 tuple(up.id for up in run.upstream), run.cache_key, time.time(),
             )
         )

@@ -8,7 +8,7 @@ This module runs on workers: it imports nothing from the engine, the executors o
 | `retry_delay_seconds`   | number, list of numbers (last repeats), `attempt -> seconds` |
 | `retry_jitter_factor`   | None or float >= 0: delay * (1 + uniform(-f, f)), min 0      |
 | `retry_on`              | exception type or tuple of them (others fail at once)       |
-| `retry_condition_fn`    | `(task, exception) -> bool`                                  |
+| `retry_condition_fn`    | `(task, task_run, state) -> bool` (Prefect's), see retry_conditions |
 | `timeout_seconds`       | None or number > 0: the attempt fails with TaskTimeoutError  |
 """
 
@@ -23,19 +23,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagrun.errors import ConfigError, TaskTimeoutError
+from dagrun.retry_conditions import should_retry as condition_allows_retry
 
 DelaySpec = float | int | Sequence[float] | Callable[[int], float]
 
 
-def exponential_backoff(base: float) -> Callable[[int], float]:
-    """Delays `base * 2 ** (attempt - 1)`: 1st retry waits `base`, the 2nd `2 * base`, ..."""
-    if not isinstance(base, (int, float)) or base < 0:
-        raise ConfigError(f"exponential_backoff(base=...) needs a number >= 0, got {base!r}")
+def exponential_backoff(backoff_factor: float) -> Callable[[int], float]:
+    """Delays `backoff_factor * 2 ** (attempt - 1)`: the 1st retry waits `backoff_factor`, the
+    2nd twice that, ... (Prefect's delays; also importable from `dagrun.tasks`)."""
+    if not _is_non_negative_number(backoff_factor):
+        raise ConfigError(f"exponential_backoff(backoff_factor=...) needs a number >= 0, got {backoff_factor!r}")
 
     def delay(attempt: int) -> float:
-        return base * 2 ** (attempt - 1)
+        return backoff_factor * 2 ** (attempt - 1)
 
-    delay.__qualname__ = f"exponential_backoff({base})"
+    delay.__qualname__ = f"exponential_backoff({backoff_factor})"
     return delay
 
 
@@ -47,7 +49,7 @@ class RetryPolicy:
     delay: DelaySpec = 0
     jitter_factor: float | None = None
     retry_on: tuple[type[BaseException], ...] | None = None
-    condition: Callable[[Any, BaseException], bool] | None = None
+    condition: Callable[..., bool] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -81,7 +83,7 @@ class RetryPolicy:
         if self.retry_on is not None and not isinstance(exception, self.retry_on):
             return False
         if self.condition is not None:
-            return bool(self.condition(task, exception))
+            return condition_allows_retry(self.condition, task, exception, attempt)
         return True
 
     def delay_for(self, attempt: int) -> float:

@@ -109,8 +109,10 @@ class TaskRunTracker:
         content_hashes: dict[str, str] | None = None,
         recorder: RunRecorder | None = None,
         cancellation: RunCancellation | None = None,
+        flow_parameters: dict[str, Any] | None = None,
     ) -> None:
         self.session = session
+        self.flow_parameters = flow_parameters or {}  # for cache_policy=FLOW_PARAMETERS
         self.cancellation = cancellation or RunCancellation()
         self.flow_run_id = flow_run_id
         self.flow_run_name = flow_run_name
@@ -193,7 +195,9 @@ class TaskRunTracker:
             return self._prepare(run)  # records NotRun
         planner = self._cache_planner()
         try:
-            context = CacheKeyContext(run.task, run.name, self.flow_run_id, self.flow_run_name)
+            context = CacheKeyContext(
+                run.task, run.name, self.flow_run_id, self.flow_run_name, self.flow_parameters
+            )
             parts = planner.key_parts(
                 run.task, run.name, run.args, run.kwargs, self._upstream_hash, context, self._resolve_values
             )

@@ -16,11 +16,14 @@ from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from dagrun.cache_keys import task_input_hash, validate_cache_options  # noqa: F401 - `dagrun.tasks.task_input_hash`, as in Prefect
+from dagrun.cache_policies import CachePolicy, resolve_cache_options
 from dagrun.context import current_flow_run, current_task_run
 from dagrun.errors import ConfigError, DagrunError
 from dagrun.futures import TaskFuture, unmapped
 from dagrun.logs import print_log_line
-from dagrun.retry import RetryPolicy
+from dagrun.prefect_options import reject_options
+from dagrun.retry import RetryPolicy, exponential_backoff  # noqa: F401 - `dagrun.tasks.exponential_backoff`, as in Prefect
+from dagrun.run_names import RunName, check_run_name
 from dagrun.runner import TaskSpec, run_task
 
 P = ParamSpec("P")
@@ -42,7 +45,7 @@ class Task(Generic[P, R]):
         retry_delay_seconds: Any = 0,
         retry_jitter_factor: float | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
-        retry_condition_fn: Callable[[Any, BaseException], bool] | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
         timeout_seconds: float | None = None,
         cache: bool = False,
         cache_key_fn: Callable[..., str | None] | None = None,
@@ -53,11 +56,18 @@ class Task(Generic[P, R]):
         log_prints: bool | None = None,
         on_completion: Iterable[Callable] = (),
         on_failure: Iterable[Callable] = (),
+        task_run_name: RunName = None,
+        cache_policy: CachePolicy | None = None,
+        persist_result: bool | None = None,
+        **unsupported: Any,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"@task needs a function, got {fn!r}")
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        reject_options("task", self.name, unsupported, _OPTIONS)
+        check_run_name("task_run_name", self.name, fn, task_run_name)
+        self.task_run_name = task_run_name
         self.description = description if description is not None else (fn.__doc__ or "").strip() or None
         self.tags = frozenset(tags)
         self.version = version
@@ -71,6 +81,9 @@ class Task(Generic[P, R]):
         if timeout_seconds is not None and (not isinstance(timeout_seconds, (int, float)) or timeout_seconds <= 0):
             raise ConfigError(f"timeout_seconds of task '{self.name}' must be a number > 0, got {timeout_seconds!r}")
         self.timeout_seconds = timeout_seconds
+        # As given, for with_options: the effective `cache` / `cache_policy` are derived below.
+        self._cache_options = {"cache": cache, "cache_policy": cache_policy, "persist_result": persist_result}
+        cache, self.cache_policy = resolve_cache_options(self.name, bool(cache), cache_policy, persist_result)
         self.cache = bool(cache or cache_key_fn is not None)
         self.cache_key_fn = cache_key_fn
         self.cache_expiration = cache_expiration
@@ -139,11 +152,12 @@ class Task(Generic[P, R]):
             "version": self.version, "retries": policy.retries,
             "retry_delay_seconds": policy.delay, "retry_jitter_factor": policy.jitter_factor,
             "retry_on": policy.retry_on, "retry_condition_fn": policy.condition,
-            "timeout_seconds": self.timeout_seconds, "cache": self.cache,
+            "timeout_seconds": self.timeout_seconds, **self._cache_options,
             "cache_key_fn": self.cache_key_fn, "cache_expiration": self.cache_expiration,
             "refresh_cache": self.refresh_cache, "result_serializer": self.result_serializer,
             "resources": self.resources, "log_prints": self.log_prints,
             "on_completion": self.on_completion, "on_failure": self.on_failure,
+            "task_run_name": self.task_run_name,
         }
 
     def _tracker(self, method: str) -> Any:
@@ -177,6 +191,9 @@ def _print_lines_only(line: dict) -> None:
     (`retrying`, `finished`) are for a run history, and this run has none."""
     if "kind" not in line:
         print_log_line(line)
+
+
+_OPTIONS = tuple(name for name in inspect.signature(Task.__init__).parameters if name not in ("self", "fn", "unsupported"))
 
 
 @overload

@@ -1,7 +1,7 @@
 """Shared fixtures: the executors every behaviour test runs on, and process bookkeeping.
 
-`executor` runs a test twice: on the in-process executor and on a real LocalCluster with
-worker processes (shared by the session, so tests do not pay a cluster start each). Under
+`executor` runs a test three times: on the in-process executor, the thread executor and a
+real LocalCluster with worker processes (shared by the session, so tests do not pay a cluster start each). Under
 `CI=true` a skipped test fails (the hooks from `real_parts`): CI must run every real part.
 """
 
@@ -17,7 +17,7 @@ import distributed
 import psutil
 import pytest
 
-from dagrun.executors import DaskExecutor, InProcessExecutor
+from dagrun.executors import DaskExecutor, InProcessExecutor, ThreadExecutor
 from dagrun.logs import console_logger
 from real_parts import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (hooks)
 
@@ -43,11 +43,13 @@ def local_cluster() -> Iterator[distributed.LocalCluster]:
         cluster.close()
 
 
-@pytest.fixture(params=["in_process", "dask"])
+@pytest.fixture(params=["in_process", "threads", "dask"])
 def executor(request: pytest.FixtureRequest):
-    """The same behaviour suite on both executors."""
+    """The same behaviour suite on every executor."""
     if request.param == "in_process":
         return InProcessExecutor()
+    if request.param == "threads":
+        return ThreadExecutor(max_workers=4)
     return DaskExecutor(address=request.getfixturevalue("local_cluster").scheduler_address)
 
 

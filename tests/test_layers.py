@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER_SIDE = frozenset({
     "dagrun",
     "dagrun.cache_keys",
+    "dagrun.cache_policies",
     "dagrun.config",
     "dagrun.context",
     "dagrun.errors",
@@ -51,7 +52,10 @@ WORKER_SIDE = frozenset({
     "dagrun.results.keys",
     "dagrun.results.serializers",
     "dagrun.results.store",
+    "dagrun.prefect_options",
     "dagrun.retry",
+    "dagrun.retry_conditions",
+    "dagrun.run_names",
     "dagrun.runner",
     "dagrun.secrets",
     "dagrun.states",
@@ -64,7 +68,7 @@ DRIVER_SIDE = (
 )
 # A user's module that declares its flow next to its tasks (`from dagrun import flow, task`)
 # also loads the `@flow` decorator on the worker, and nothing behind it.
-FLOW_DECORATOR = frozenset({"dagrun.flows", "dagrun.parameters"})
+FLOW_DECORATOR = frozenset({"dagrun.flows", "dagrun.parameters", "dagrun.parameter_types", "dagrun.task_runners"})
 
 
 def driver_side(modules: set[str], allowed: frozenset[str] = frozenset()) -> list[str]:

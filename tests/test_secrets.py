@@ -154,7 +154,7 @@ def test_validation_errors_never_echo_a_secret(monkeypatch: pytest.MonkeyPatch) 
     assert sorted(message[len(prefix):].split("; ")) == [
         "parameter 'password' expected Secret, got a value (hidden: secret parameter) (Value error, "
         "expected a secret's name (letters, digits, '_', '.', '-') or a dagrun.Secret)",
-        "parameter 'token' expected Annotated, got a value (hidden: secret parameter) "
+        "parameter 'token' expected SecretStr, got a value (hidden: secret parameter) "
         f"(Value should have at least 100 items after validation, not {len(value)})",
     ]
 
@@ -189,7 +189,7 @@ def test_the_cli_passes_a_secret_parameter_as_text_and_hides_a_bad_one(tmp_path:
     result = dagrun("run", "flows.py:login", "--param", f"token={short}", "--address", "", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.decode().splitlines() == [
-        "Error: Invalid parameters for flow 'login': parameter 'token' expected Annotated, got a "
+        "Error: Invalid parameters for flow 'login': parameter 'token' expected SecretStr, got a "
         "value (hidden: secret parameter) (Value should have at least 8 items after validation, not 7)"
     ]
 

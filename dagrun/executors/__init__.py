@@ -1,10 +1,11 @@
-"""Where tasks run: `DaskExecutor` (local or remote Dask cluster) and `InProcessExecutor`.
+"""Where tasks run: `DaskExecutor` (local or remote Dask cluster), `InProcessExecutor`, `ThreadExecutor`.
 
 | module             | what it holds                                                        |
 |--------------------|----------------------------------------------------------------------|
 | `base.py`          | the `Executor` / `ExecutorSession` seam the engine talks to          |
 | `choice.py`        | `resolve_executor`: which executor a top-level flow run uses         |
 | `local.py`         | `InProcessExecutor`: task calls run in the driver's process          |
+| `threads.py`       | `ThreadExecutor`: task calls run concurrently in the driver's threads |
 | `dask.py`          | `DaskExecutor` and its session: the driver's side of Dask            |
 | `dask_worker.py`   | what runs on Dask workers (imported there: no driver-side code)      |
 | `dask_logs.py`     | worker log lines travelling to the driver in batches                 |
@@ -27,14 +28,16 @@ if TYPE_CHECKING:
     from dagrun.executors.choice import resolve_executor
     from dagrun.executors.dask import DaskExecutor
     from dagrun.executors.local import InProcessExecutor
+    from dagrun.executors.threads import ThreadExecutor
 
-__all__ = ["DaskExecutor", "Executor", "ExecutorSession", "InProcessExecutor", "resolve_executor"]
+__all__ = ["DaskExecutor", "Executor", "ExecutorSession", "InProcessExecutor", "ThreadExecutor", "resolve_executor"]
 
 _HOMES = {
     "DaskExecutor": "dagrun.executors.dask",
     "Executor": "dagrun.executors.base",
     "ExecutorSession": "dagrun.executors.base",
     "InProcessExecutor": "dagrun.executors.local",
+    "ThreadExecutor": "dagrun.executors.threads",
     "resolve_executor": "dagrun.executors.choice",
 }
 

@@ -20,12 +20,14 @@ def resolve_executor(override: Executor | str | None, declared: Executor | str |
     for choice in (override, env_cluster(), declared):
         if choice is None:
             continue
+        if hasattr(choice, "to_executor"):  # a Prefect-style task runner (dagrun.task_runners)
+            choice = choice.to_executor()
         if isinstance(choice, Executor):
             return choice
         if isinstance(choice, str):
             return DaskExecutor.from_config(choice)
         raise ConfigError(
-            f"executor must be an Executor (DaskExecutor(...), InProcessExecutor()) or a cluster "
+            f"executor must be an Executor (DaskExecutor(...), ThreadExecutor(), InProcessExecutor()) or a cluster "
             f"config name, got {choice!r}"
         )
     return DaskExecutor()

@@ -1,0 +1,228 @@
+"""A thread executor: task calls run concurrently in the driver's threads, no cluster.
+
+`ThreadExecutor(max_workers=None)` is what Prefect's `ThreadPoolTaskRunner` maps onto. The
+semantics are the engine's (retries, cache, logs, history, failure propagation), as on Dask;
+only the place differs: a pool of threads in the driver's process.
+
+A call is handed to the pool only once every handle it depends on is done (its upstream
+values and its `wait_for=` edges), so no pool thread ever blocks waiting for another call:
+a small pool cannot deadlock on a deep graph. Each call runs in a fresh `contextvars`
+context, so code in a task sees its own task run, never the flow body's context.
+Python cannot stop a running thread: cancelling cancels the calls not yet started, and a
+cancelled run's session shuts down without waiting for the calls still running.
+Tag concurrency limits (`dagrun concurrency set TAG N`) are read once per flow run and hold
+among that run's threads (a semaphore per limited tag, taken in tag order).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from dagrun.concurrency import read_limits
+
+from dagrun.errors import ConfigError
+from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
+from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
+
+_WAIT_SLICE = 0.1  # seconds: how soon a wait notices `interrupt()` (which may take no lock)
+
+
+class ThreadHandle(concurrent.futures.Future):
+    """The future of one call (its value stays in the driver's memory)."""
+
+
+def _handles_in(value: Any, found: list[ThreadHandle]) -> None:
+    kind = type(value)
+    if kind is ThreadHandle:
+        found.append(value)
+    elif kind in (list, tuple, set, frozenset):
+        for item in value:
+            _handles_in(item, found)
+    elif kind is dict:
+        for item in value.values():
+            _handles_in(item, found)
+
+
+def _values_of(value: Any) -> Any:
+    """`value` with (finished) handles replaced by their values; raises an upstream's error."""
+    kind = type(value)
+    if kind is ThreadHandle:
+        return value.result(timeout=0)
+    if kind in (list, tuple, set, frozenset):
+        return kind(_values_of(item) for item in value)
+    if kind is dict:
+        return {key: _values_of(item) for key, item in value.items()}
+    return value
+
+
+@contextmanager
+def _holding(semaphores: list[threading.BoundedSemaphore]) -> Iterator[None]:
+    with ExitStack() as stack:
+        for semaphore in semaphores:  # in tag order: two runs never each hold what the other waits for
+            stack.enter_context(semaphore)
+        yield
+
+
+class ThreadSession(ExecutorSession):
+    address = None
+
+    def __init__(
+        self,
+        max_workers: int | None,
+        on_log: Callable[[dict], None],
+        concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
+    ) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="dagrun-task")
+        self._on_log = on_log
+        self._lock = threading.Lock()
+        self._interrupted = False
+        self._cancelled = False
+        self._read_limits = concurrency_limits
+        self._semaphores: dict[str, threading.BoundedSemaphore] | None = None  # tag -> slots, read once
+        self._specs: dict[int, tuple[TaskSpec, TaskSpec]] = {}  # id(spec) -> (spec, with its slots)
+
+    # ---------------------------------------------------------------- starting calls
+    def submit_many(self, submissions: Sequence[Submission]) -> list[ThreadHandle]:
+        return [
+            self._when_done(self._dependencies(s), self._call, dataclasses.replace(s, spec=self._limited(s.spec)))
+            for s in submissions
+        ]
+
+    def _limited(self, spec: TaskSpec) -> TaskSpec:
+        """`spec` holding a slot of each limited tag of its task while it runs."""
+        entry = self._specs.get(id(spec))
+        if entry is None:
+            tags = sorted(getattr(spec.task, "tags", ()) or ())
+            if tags and self._semaphores is None:
+                self._semaphores = {tag: threading.BoundedSemaphore(n) for tag, n in self._read_limits().items()}
+            held = [self._semaphores[tag] for tag in tags if tag in (self._semaphores or {})]
+            limited = dataclasses.replace(spec, concurrency_slots=lambda: _holding(held)) if held else spec
+            entry = self._specs[id(spec)] = (spec, limited)  # holding `spec` pins its id
+        return entry[1]
+
+    def load(self, spec: TaskSpec, cache_key: str, *, key: str) -> ThreadHandle:
+        return self._when_done([], load_result, spec, cache_key)
+
+    def content_hash(self, handle: ThreadHandle, serializer: str | None) -> ThreadHandle:
+        return self._when_done([handle], lambda: result_content_hash(handle.result(timeout=0), serializer))
+
+    def _dependencies(self, submission: Submission) -> list[ThreadHandle]:
+        found: list[ThreadHandle] = []
+        _handles_in((submission.args, submission.kwargs, submission.after), found)
+        return found
+
+    def _call(self, submission: Submission) -> Any:
+        _values_of(submission.after)  # a failed wait_for= edge fails the call, as on Dask
+        args, kwargs = _values_of(submission.args), _values_of(submission.kwargs)
+        return run_task(
+            submission.spec, submission.task_run_id, submission.index, args, kwargs, self._on_log,
+            submission.cache_key,
+        )
+
+    def _when_done(self, dependencies: list[ThreadHandle], fn: Callable[..., Any], *args: Any) -> ThreadHandle:
+        """A handle for `fn(*args)`, handed to the pool once every dependency is done."""
+        handle = ThreadHandle()
+        waiting = [len(dependencies) + 1]  # +1 until every callback is attached
+
+        def one_done(_: Any = None) -> None:
+            with self._lock:
+                waiting[0] -= 1
+                ready = waiting[0] == 0
+            if ready:
+                self._start(handle, fn, args)
+
+        for dependency in dependencies:
+            dependency.add_done_callback(one_done)
+        one_done()
+        return handle
+
+    def _start(self, handle: ThreadHandle, fn: Callable[..., Any], args: tuple) -> None:
+        def work() -> None:
+            if not handle.set_running_or_notify_cancel():
+                return  # cancelled before it started
+            try:
+                value = contextvars.Context().run(fn, *args)
+            except BaseException as exc:  # noqa: BLE001 - the handle carries it to the engine
+                handle.set_exception(exc)
+            else:
+                handle.set_result(value)
+
+        try:
+            self._pool.submit(work)
+        except RuntimeError as exc:  # the pool is shut down: the run is over
+            if handle.set_running_or_notify_cancel():
+                handle.set_exception(exc)
+
+    # ---------------------------------------------------------------- outcomes
+    def status(self, handle: ThreadHandle) -> str:
+        if not handle.done():
+            return PENDING
+        if handle.cancelled():
+            return CANCELLED
+        return ERROR if handle.exception(timeout=0) is not None else FINISHED
+
+    def wait(self, handles: Sequence[ThreadHandle], timeout: float | None) -> bool:
+        return self._wait(handles, timeout, concurrent.futures.ALL_COMPLETED)
+
+    def wait_any(self, handles: Sequence[ThreadHandle], timeout: float | None) -> None:
+        self._wait(handles, timeout, concurrent.futures.FIRST_COMPLETED)
+
+    def _wait(self, handles: Sequence[ThreadHandle], timeout: float | None, until: str) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = [handle for handle in handles if not handle.done()]
+        while pending and not self._interrupted:
+            left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            done, not_done = concurrent.futures.wait(pending, left, return_when=until)
+            if done and until == concurrent.futures.FIRST_COMPLETED:
+                return True
+            pending = list(not_done)
+        return not pending
+
+    def interrupt(self) -> None:
+        self._interrupted = True  # a plain store: safe from a signal handler
+
+    def exception(self, handle: ThreadHandle) -> BaseException:
+        if handle.cancelled():
+            return concurrent.futures.CancelledError("the task run was cancelled")
+        error = handle.exception(timeout=0)
+        assert error is not None  # the engine asks only for handles with status ERROR
+        return error
+
+    def gather(self, handles: Sequence[ThreadHandle]) -> list[Any]:
+        return [handle.result() for handle in handles]
+
+    def cancel(self, handles: Iterable[ThreadHandle]) -> None:
+        self._cancelled = True
+        for handle in handles:
+            handle.cancel()  # a call already running finishes in its thread; its value is dropped
+
+    def shutdown(self) -> None:
+        # After a cancel (or Ctrl-C), calls still running are not waited for.
+        self._pool.shutdown(wait=not (self._cancelled or self._interrupted), cancel_futures=True)
+
+
+class ThreadExecutor(Executor):
+    """Run tasks concurrently in a pool of `max_workers` threads of the driver (default:
+    Python's `ThreadPoolExecutor` default, min(32, CPUs + 4))."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (
+            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
+        ):
+            raise ConfigError(f"ThreadExecutor(max_workers=...) needs an int >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+
+    def start(self, on_log: Callable[[dict], None]) -> ThreadSession:
+        return ThreadSession(self.max_workers, on_log)
+
+    def __repr__(self) -> str:
+        return f"ThreadExecutor(max_workers={self.max_workers})"

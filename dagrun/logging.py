@@ -1,0 +1,11 @@
+"""`from dagrun.logging import get_run_logger`, as `from prefect.logging import get_run_logger`.
+
+Named like the standard library's module on purpose (Prefect's is `prefect.logging`): dagrun's
+own modules import the standard `logging` absolutely, so this module never shadows it.
+"""
+
+from __future__ import annotations
+
+from dagrun.logs import get_run_logger
+
+__all__ = ["get_run_logger"]
