@@ -107,6 +107,10 @@ class CachePlanner:
         self._flow_name = flow_name
         self._previous = _load_explanations(flow_name)
         self._recorded: dict[str, dict[str, Any]] = {}
+        # Per task, computed once per flow run rather than per call (a map of 500 hits
+        # would otherwise pay for 500 signatures and identity hashes).
+        self._signatures: dict[Any, inspect.Signature] = {}
+        self._identities: dict[Any, str] = {}
 
     def key_parts(
         self,
@@ -120,8 +124,13 @@ class CachePlanner:
     ) -> KeyParts:
         """The key for one call. `upstream_hash(future)` gives an upstream's content hash;
         `resolve_values(obj)` replaces futures by values (only `cache_key_fn` needs them)."""
-        identity = task_identity(task)
-        bound = inspect.signature(task.fn).bind(*args, **kwargs)
+        identity = self._identities.get(task)
+        if identity is None:
+            identity = self._identities[task] = task_identity(task)
+        signature = self._signatures.get(task)
+        if signature is None:
+            signature = self._signatures[task] = inspect.signature(task.fn)
+        bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         if task.cache_key_fn is not None:
             user_key = task.cache_key_fn(context, resolve_values(dict(bound.arguments)))

@@ -87,6 +87,10 @@ class ResultBatches:
             return MISSING  # submitted again since (e.g. after the scheduler was lost)
         return value
 
+    def held(self) -> tuple[int, int]:
+        """(values, bytes) fetched ahead and not asked for yet: what this holds in memory."""
+        return len(self._kept), self._kept_bytes
+
     def read_hits(self, runs: Sequence[TaskRun]) -> dict[str, Any]:
         """run id -> value of the hits among `runs` not loaded anywhere, read from the store
         (all of them: the caller needs them all); unusable entries are left out."""

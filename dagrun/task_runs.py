@@ -183,7 +183,7 @@ class TaskRunTracker:
 
     def _plan_cached(self, run: TaskRun) -> Submission | None:
         """Decide hit or miss before dispatch: a hit never takes a worker slot."""
-        blocked = next((up for up in upstream_of(run) if up.state.is_final() and not up.state.is_completed()), None)
+        blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
         if blocked is not None:
             return self._prepare(run)  # records NotRun
         planner = self._cache_planner()
