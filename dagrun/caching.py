@@ -35,6 +35,10 @@ from dagrun.hashing import hash_function, hash_struct, hash_value
 from dagrun.results import EntryInfo, ResultStore
 
 
+# Scalars whose equal values (of one type) always hash alike; floats are not (-0.0 == 0.0).
+_MEMO_KINDS = frozenset({int, str, bytes, bool, type(None)})
+
+
 @dataclass(frozen=True, slots=True)
 class CacheKeyContext:
     """What `cache_key_fn(context, parameters)` can know about the call (as in Prefect)."""
@@ -111,6 +115,7 @@ class CachePlanner:
         # would otherwise pay for 500 signatures and identity hashes).
         self._signatures: dict[Any, inspect.Signature] = {}
         self._identities: dict[Any, str] = {}
+        self._value_hashes: dict[tuple[type, Any], str] = {}
 
     def key_parts(
         self,
@@ -142,9 +147,22 @@ class CachePlanner:
             futures: list[Any] = []
             stand_in = _with_upstream_hashes(value, futures, upstream_hash)
             kind = "upstream" if futures else "value"
-            inputs[name] = [kind, hash_value(stand_in, what=f"argument '{name}' of task '{task.name}'")]
+            inputs[name] = [kind, self._hash_value(stand_in, name, task)]
         key = hash_struct(["TaskKey", identity, sorted((name, *parts) for name, parts in inputs.items())])
         return KeyParts(key, identity, inputs)
+
+    def _hash_value(self, value: Any, name: str, task: Any) -> str:
+        """`hash_value`, remembered for small scalars: a `map`'s unmapped arguments repeat."""
+        kind = type(value)
+        if kind not in _MEMO_KINDS or (kind in (str, bytes) and len(value) > 1024):
+            return hash_value(value, what=f"argument '{name}' of task '{task.name}'")
+        memo = (kind, value)  # the type too: True == 1, but they hash differently
+        digest = self._value_hashes.get(memo)
+        if digest is None:
+            if len(self._value_hashes) >= 10_000:
+                self._value_hashes.clear()
+            digest = self._value_hashes[memo] = hash_value(value, what=f"argument '{name}' of task '{task.name}'")
+        return digest
 
     def decide(self, task: Any, task_run_name: str, parts: KeyParts) -> CacheDecision:
         if parts.key is None:

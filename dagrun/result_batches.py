@@ -6,8 +6,9 @@ run's value, this module also fetches what it will likely ask for next.
 
 Policy
 - Candidates are the runs after the asked-for one in submission order (the order flows
-  iterate in), at most `SCAN_RUNS` of them, whose `TaskFuture` the flow still holds and whose
-  value is ready: a finished executor handle, or a cache hit not loaded anywhere yet.
+  iterate in), then those before it, nearest first, at most `SCAN_RUNS` each way: runs whose
+  `TaskFuture` the flow still holds, whose value was not handed over yet, and whose value is
+  ready: a finished executor handle, or a cache hit not loaded anywhere yet.
 - Finished handles come in one executor round trip (`ExecutorSession.fetch_batch`), sized by
   what the executor knows (Dask's `nbytes`). Cache hits are read from the result store by the
   driver, each checked as every read is (checksum, signature), sized by their entry headers:
@@ -22,7 +23,8 @@ Policy
   never at a neighbour's.
 
 State kept: the values fetched ahead (run id -> value, size, the handle it came from, the
-future's weak reference) and the entry size of each cache hit not read yet.
+future's weak reference), the entry size of each cache hit not read yet, and the ids of runs
+whose value was handed over (not fetched ahead again).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class ResultBatches:
         self._kept: dict[str, tuple[Any, int, Any, weakref.ref]] = {}
         self._kept_bytes = 0
         self._hit_sizes: dict[str, int] = {}  # run id -> entry size, for hits not read yet
+        self._handed: set[str] = set()  # runs whose value a `.result()` already received
         self._cursor = 0  # where the last asked-for run was in the runs list
 
     def hit(self, run: TaskRun, size: int) -> None:
@@ -68,6 +71,7 @@ class ResultBatches:
         value = self.take(run)
         if value is not MISSING:
             return value
+        self._handed.add(run.id)
         if run.handle is not None:
             if self._session.status(run.handle) != FINISHED:
                 return MISSING
@@ -81,6 +85,7 @@ class ResultBatches:
         entry = self._kept.pop(run.id, None)
         if entry is None:
             return MISSING
+        self._handed.add(run.id)
         value, size, handle, _ = entry
         self._kept_bytes -= size
         if handle is not None and handle is not run.handle:
@@ -104,11 +109,16 @@ class ResultBatches:
 
     # ---------------------------------------------------------------- internals
     def _candidates(self, run: TaskRun, runs: Sequence[TaskRun], ready: Callable[[TaskRun], bool]) -> list[TaskRun]:
+        if not self._budget():
+            return []
         position = self._position(run, runs)
         self._cursor = position
+        after = runs[position + 1 : position + 1 + SCAN_RUNS]
+        before = runs[max(0, position - SCAN_RUNS) : position][::-1]
         return [
-            other for other in runs[position + 1 : position + 1 + SCAN_RUNS]
-            if other.id not in self._kept and other.future_ref() is not None and ready(other)
+            other for other in (*after, *before)
+            if other.id not in self._kept and other.id not in self._handed
+            and other.future_ref() is not None and ready(other)
         ]
 
     def _ready_handle(self, run: TaskRun) -> bool:

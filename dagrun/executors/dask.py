@@ -219,8 +219,8 @@ class DaskSession(ExecutorSession):
     def fetch_batch(self, handles: Sequence[distributed.Future], max_bytes: int) -> dict[int, tuple[Any, int]]:
         try:
             return self.client.sync(self._fetch_batch, list(handles), max_bytes)
-        except Exception:  # noqa: BLE001 - a key lost meanwhile, a neighbour's error: fetched one by one
-            return {}
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - a key lost or cancelled meanwhile,
+            return {}  # a neighbour's error: the caller fetches what it asked for the usual way
 
     async def _fetch_batch(self, handles: list[distributed.Future], max_bytes: int) -> dict[int, tuple[Any, int]]:
         """Ask the scheduler for the sizes (`nbytes`), then gather the chosen handles together."""
