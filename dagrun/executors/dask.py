@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import pickle
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -76,6 +77,11 @@ async def _wait_done(futures: Sequence[distributed.Future], timeout: float | Non
         waiter.cancel()
 
 
+def _is_loopback(address: str | None) -> bool:
+    host = urllib.parse.urlparse(address or "").hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 class DaskSession(ExecutorSession):
     def __init__(
         self,
@@ -92,6 +98,9 @@ class DaskSession(ExecutorSession):
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
         self._collecting_timings = False
+        # Workers of a scheduler on this machine's loopback are on this machine too: batches
+        # come straight from them, one hop fewer than through the scheduler.
+        self._direct_gather = _is_loopback(self.address)
         client.subscribe_topic(LOG_TOPIC, receive(on_log))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
@@ -235,7 +244,9 @@ class DaskSession(ExecutorSession):
                 continue
             chosen.append(position)
             total += size
-        values = await self.client.gather([handles[position] for position in chosen], asynchronous=True)
+        values = await self.client.gather(
+            [handles[position] for position in chosen], direct=self._direct_gather, asynchronous=True
+        )
         return {position: (value, max(sizes.get(keys[position], 0), 0)) for position, value in zip(chosen, values)}
 
     def cancel(self, handles: Iterable[distributed.Future]) -> None:
