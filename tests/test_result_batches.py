@@ -5,6 +5,7 @@ future, large values still come, values fetched ahead are released with their fu
 from __future__ import annotations
 
 import gc
+import time
 from pathlib import Path
 
 import distributed
@@ -17,6 +18,12 @@ from dagrun.results import ResultStore
 
 @task
 def double(i: int) -> int:
+    return 2 * i
+
+
+@task
+def slow_double(i: int) -> int:
+    time.sleep((i * 7 % 5) / 100)  # finish out of submission order
     return 2 * i
 
 
@@ -63,6 +70,15 @@ def test_results_collected_one_by_one_are_correct_in_order_and_fetched_in_batche
     assert collect(300) == [2 * i for i in range(300)]
     # One batch: at most one request per worker, where a round trip each would be 300.
     assert requests_served_to_the_driver(local_cluster) <= 2
+
+
+def test_results_collected_while_their_tasks_still_run_are_correct_and_in_order(dagrun_home, dask_executor):
+    @flow(executor=dask_executor)
+    def collect(n: int) -> list:
+        futures = [slow_double(i) for i in range(n)]
+        return [future.result() for future in futures]  # no waiting first: batches form as runs finish
+
+    assert collect(200) == [2 * i for i in range(200)]
 
 
 def test_a_failed_future_raises_its_own_exception_not_a_neighbours(dagrun_home, dask_executor):
