@@ -10,6 +10,8 @@ Policy
   lost) -> resubmit within the task's retry budget, else `Crashed`; otherwise -> `Failed`.
 - Nothing blocks on success: finished runs are swept in batches, and a finished run's handle
   is released as soon as no `TaskFuture` refers to it, so memory stays bounded.
+- A value asked for comes with the other finished values the flow still holds, in one round
+  trip; a cache hit's value is read from the store by the driver (`result_batches`).
 
 State kept: every `TaskRun` record (small) for the flow's lifetime, and the list of runs not
 yet final. `_set_state` is the one place a task run's state changes.
