@@ -38,6 +38,10 @@ from dagrun.private_files import make_directories
 from dagrun.results import EntryInfo, ResultStore
 
 
+# Scalars whose equal values (of one type) always hash alike; floats are not (-0.0 == 0.0).
+_MEMO_KINDS = frozenset({int, str, bytes, bool, type(None)})
+
+
 @dataclass(frozen=True, slots=True)
 class KeyParts:
     """A call's cache key and what it was made of (for explaining the next miss)."""
@@ -68,6 +72,11 @@ class CachePlanner:
         self._flow_name = flow_name
         self._previous = _load_explanations(flow_name)
         self._recorded: dict[str, dict[str, Any]] = {}
+        # Per task, computed once per flow run rather than per call (a map of 500 hits
+        # would otherwise pay for 500 signatures and identity hashes).
+        self._signatures: dict[Any, inspect.Signature] = {}
+        self._identities: dict[Any, str] = {}
+        self._value_hashes: dict[tuple[type, Any], str] = {}
 
     def key_parts(
         self,
@@ -81,8 +90,13 @@ class CachePlanner:
     ) -> KeyParts:
         """The key for one call. `upstream_hash(future)` gives an upstream's content hash;
         `resolve_values(obj)` replaces futures by values (only `cache_key_fn` needs them)."""
-        identity = task_identity(task)
-        bound = inspect.signature(task.fn).bind(*args, **kwargs)
+        identity = self._identities.get(task)
+        if identity is None:
+            identity = self._identities[task] = task_identity(task)
+        signature = self._signatures.get(task)
+        if signature is None:
+            signature = self._signatures[task] = inspect.signature(task.fn)
+        bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         if task.cache_key_fn is not None:
             user_key = task.cache_key_fn(context, resolve_values(dict(bound.arguments)))
@@ -97,11 +111,24 @@ class CachePlanner:
             futures: list[Any] = []
             stand_in = _with_upstream_hashes(value, futures, upstream_hash)
             kind = "upstream" if futures else "value"
-            inputs[name] = [kind, hash_value(stand_in, what=f"argument '{name}' of task '{task.name}'")]
+            inputs[name] = [kind, self._hash_value(stand_in, name, task)]
         if policy is not None:
             return _policy_key_parts(task, policy, identity, inputs, context)
         key = hash_struct(["TaskKey", identity, sorted((name, *parts) for name, parts in inputs.items())])
         return KeyParts(key, identity, inputs)
+
+    def _hash_value(self, value: Any, name: str, task: Any) -> str:
+        """`hash_value`, remembered for small scalars: a `map`'s unmapped arguments repeat."""
+        kind = type(value)
+        if kind not in _MEMO_KINDS or (kind in (str, bytes) and len(value) > 1024):
+            return hash_value(value, what=f"argument '{name}' of task '{task.name}'")
+        memo = (kind, value)  # the type too: True == 1, but they hash differently
+        digest = self._value_hashes.get(memo)
+        if digest is None:
+            if len(self._value_hashes) >= 10_000:
+                self._value_hashes.clear()
+            digest = self._value_hashes[memo] = hash_value(value, what=f"argument '{name}' of task '{task.name}'")
+        return digest
 
     def decide(self, task: Any, task_run_name: str, parts: KeyParts) -> CacheDecision:
         if parts.key is None:

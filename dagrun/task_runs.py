@@ -13,6 +13,8 @@ Policy
   `CancelRequested` in the flow body.
 - Nothing blocks on success: finished runs are swept in batches, and a finished run's handle
   is released as soon as no `TaskFuture` refers to it, so memory stays bounded.
+- A value asked for comes with the other finished values the flow still holds, in one round
+  trip; a cache hit's value is read from the store by the driver (`result_batches`).
 
 State kept: every `TaskRun` record (small) for the flow's lifetime, and the list of runs not
 yet final. `_set_state` is the one place a task run's state changes.
@@ -38,6 +40,7 @@ from dagrun.hooks import run_task_hooks
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import log_line
 from dagrun.recorder import RunRecorder
+from dagrun.result_batches import MISSING, ResultBatches
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
@@ -132,6 +135,7 @@ class TaskRunTracker:
         self._content_hashes = {} if content_hashes is None else content_hashes  # from workers' result records
         self.planner: CachePlanner | None = None
         self.recorder = recorder
+        self.batches = ResultBatches(session, lambda: self._cache_planner().store)
 
     # ---------------------------------------------------------------- submission
     def submit(self, task: Any, args: tuple, kwargs: dict, wait_for: Iterable[Any] = ()) -> TaskFuture:
@@ -190,7 +194,7 @@ class TaskRunTracker:
 
     def _plan_cached(self, run: TaskRun) -> Submission | None:
         """Decide hit or miss before dispatch: a hit never takes a worker slot."""
-        blocked = next((up for up in upstream_of(run) if up.state.is_final() and not up.state.is_completed()), None)
+        blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
         if blocked is not None:
             return self._prepare(run)  # records NotRun
         planner = self._cache_planner()
@@ -210,6 +214,7 @@ class TaskRunTracker:
         run.cache_key = parts.key
         if decision.hit:
             run.content_hash = decision.entry.checksum
+            self.batches.hit(run, decision.entry.size)
             message = f"Cached '{run.task.name}' (key {parts.key[:12]}...)"
             self._log(run, logging.INFO, message)
             self._set_state(run, State(StateType.CACHED, message=message))
@@ -468,7 +473,8 @@ class TaskRunTracker:
             raise TimeoutError(f"Task run '{run.name}' did not finish within {timeout} s")
         if not state.is_completed():
             return state.result(raise_on_failure=raise_on_failure)
-        return self._values([run])[0]
+        value = self.batches.value(run, self.runs)  # with the values asked for next
+        return self._values([run])[0] if value is MISSING else value
 
     def results(self, futures: list[TaskFuture]) -> list[Any]:
         """The values of many futures, fetched in one round trip; raises the first failure."""
@@ -479,7 +485,16 @@ class TaskRunTracker:
         return self._values([future._run for future in futures])
 
     def _values(self, runs: list[TaskRun]) -> list[Any]:
-        """The values of completed runs; a hit whose entry is unusable is recomputed first."""
+        """The values of completed runs: fetched ahead, read from the store (hits), else
+        gathered together; a hit whose entry is unusable is recomputed first."""
+        known = {run.id: value for run in runs if (value := self.batches.take(run)) is not MISSING}
+        known.update(self.batches.read_hits([run for run in runs if run.id not in known]))
+        rest = [run for run in runs if run.id not in known]
+        if rest:
+            known.update(zip((run.id for run in rest), self._gather_values(rest)))
+        return [known[run.id] for run in runs]
+
+    def _gather_values(self, runs: list[TaskRun]) -> list[Any]:
         handles = [self._handle_of(run) for run in runs]
         self.session.wait(handles, self._remaining(None))
         self.cancellation.check()

@@ -85,6 +85,16 @@ class ExecutorSession(ABC):
     def gather(self, handles: Sequence[Handle]) -> list[Any]:
         """The values of finished handles, fetched together."""
 
+    def fetch_batch(self, handles: Sequence[Handle], max_bytes: int) -> dict[int, tuple[Any, int]]:
+        """Values of finished `handles` in one round trip, for results fetched ahead.
+
+        `handles[0]` is the one asked for and is always included; the others follow, in order,
+        while their total size (as the executor knows it) stays within `max_bytes`. Returns
+        position -> (value, size in bytes). Best effort: a position may be missing (the caller
+        then fetches it its usual way) and no neighbour's error is ever raised. Executors whose
+        values are already in the driver fetch nothing ahead."""
+        return {}
+
     @abstractmethod
     def cancel(self, handles: Iterable[Handle]) -> None:
         """Cancel handles that have not finished."""

@@ -1,7 +1,8 @@
 """The result store: checksummed, optionally signed, atomically written entries keyed by hex keys.
 
 Workers read and write it directly (the store pickles as its location and key, and opens its
-filesystem lazily), so the driver only ever sees keys and `EntryInfo` metadata.
+filesystem lazily), so the driver sees keys and `EntryInfo` metadata, and reads only the
+values flow code itself asks for (they come to the driver either way).
 
 An entry's bytes and the checks that decide whether to trust them are in `envelope`; where an
 entry lives and how its bytes reach the filesystem are in `keys`. This module applies the trust
