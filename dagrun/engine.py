@@ -40,6 +40,7 @@ from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
+from dagrun import script_runs
 from dagrun.parameters import bind_parameters
 from dagrun.secrets import mask_exception, mask_record
 from dagrun.states import State, StateType
@@ -90,6 +91,7 @@ def run_flow(
                 engine.recorder.close()
         if engine.cancellation.exit_code is not None:
             raise SystemExit(engine.cancellation.exit_code)  # SIGTERM's end, after the cleanup
+        script_runs.note(state)
     return state if return_state else state.result()
 
 
