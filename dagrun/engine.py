@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from dagrun.async_support import call_flow_body
 from dagrun.call_arguments import resolve_futures
 from dagrun.cancellation import RunCancellation, sigterm_cancels
 from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
@@ -262,7 +263,7 @@ class FlowRunEngine:
             try:
                 self.cancellation.check()
                 with flow_run_scope(context):
-                    value = self.flow.fn(**self.parameters)
+                    value = call_flow_body(self.flow.fn, self.parameters)  # async bodies too
                 tracker.check_deadline()
                 tracker.wait_all()
             except (KeyboardInterrupt, CancelRequested):

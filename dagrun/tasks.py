@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from dagrun.async_support import is_async, run_elsewhere
 from dagrun.cache_keys import task_input_hash, validate_cache_options  # noqa: F401 - `dagrun.tasks.task_input_hash`, as in Prefect
 from dagrun.context import current_flow_run, current_task_run
 from dagrun.errors import ConfigError, DagrunError
@@ -89,6 +90,8 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         flow_run = current_flow_run()
         if flow_run is None or current_task_run() is not None:
+            if is_async(self.fn):  # a coroutine, as in Prefect: `asyncio.run(my_task())`
+                return run_elsewhere(self._run_here, args, kwargs)  # type: ignore[return-value]
             return self._run_here(args, kwargs)
         wait_for = kwargs.pop("wait_for", ()) if "wait_for" in kwargs and not self._takes("wait_for") else ()
         return flow_run.engine.tasks.submit(self, args, kwargs, wait_for)  # type: ignore[return-value]
@@ -166,10 +169,17 @@ class Task(Generic[P, R]):
             self, outer.flow_run_id if outer else None, outer.flow_run_name if outer else None, log_prints
         )
         run_id = uuid.uuid4().hex
-        return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else print_log_line)
+        return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else _print_lines_only)
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
+
+
+def _print_lines_only(line: dict) -> None:
+    """Console sink of a task run outside any flow: it prints log lines; the records meant
+    for a flow run's history (`retrying`, `finished`) have no history to go to."""
+    if "kind" not in line:
+        print_log_line(line)
 
 
 @overload
