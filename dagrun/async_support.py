@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import inspect
+import signal
 import sys
 import threading
 import time
@@ -152,7 +153,27 @@ async def future_value(future: Any) -> Any:
 # ---------------------------------------------------------------- flows
 async def flow_coroutine(run: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """What calling an async flow returns: awaiting it runs the flow (see the docstring)."""
-    return run(*args, **kwargs)
+    with _ctrl_c_raises():
+        return run(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """`asyncio.run` turns the first Ctrl-C into a cancel of its main task at that task's
+    next `await`, which a flow run (blocking until it ends) never reaches. While the run
+    lasts, Ctrl-C raises KeyboardInterrupt instead, so it cancels the run as for a sync flow."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (None, signal.SIG_IGN, signal.default_int_handler):
+        yield  # ignored on purpose (a shell's `&`), set outside Python, or already plain
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def call_flow_body(fn: Callable[..., Any], parameters: dict[str, Any]) -> Any:

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -209,3 +213,41 @@ def test_a_sync_task_with_retries_called_outside_a_flow_retries_and_returns(tmp_
 
     assert flaky() == "ok"
     assert lines(log) == ["attempt", "attempt"]
+
+
+def test_ctrl_c_cancels_an_async_flow_run_with_asyncio_run(tmp_path):
+    started = tmp_path / "started"
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(textwrap.dedent(f'''
+        import asyncio
+        from pathlib import Path
+        from dagrun import flow, task
+
+        @task
+        async def wait_long():
+            Path({str(started)!r}).touch()
+            await asyncio.sleep(120)
+
+        @flow
+        async def long_flow():
+            await wait_long()
+
+        if __name__ == "__main__":
+            asyncio.run(long_flow())
+    '''))
+    process = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not started.exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)  # once: asyncio.run alone would need a second one
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert "Finished in state Cancelled" in stderr
