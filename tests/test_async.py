@@ -251,3 +251,26 @@ def test_ctrl_c_cancels_an_async_flow_run_with_asyncio_run(tmp_path):
             process.wait()
     assert process.returncode != 0
     assert "Finished in state Cancelled" in stderr
+
+
+def test_dagrun_run_runs_an_async_flow_from_a_file(tmp_path):
+    from console_script import dagrun
+
+    (tmp_path / "async_flow.py").write_text(textwrap.dedent('''
+        import asyncio
+        from dagrun import flow, task
+
+        @task
+        async def square(x):
+            await asyncio.sleep(0.1)
+            return x * x
+
+        @flow
+        async def squares(n: int = 3):
+            values = await asyncio.gather(*[square(i) for i in range(n)])
+            print("squares", values)
+    '''))
+    result = dagrun("run", "async_flow.py", "--param", "n=4", cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["squares [0, 1, 4, 9]"]
+    assert "Finished in state Completed" in result.stderr
