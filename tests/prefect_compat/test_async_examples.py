@@ -66,8 +66,8 @@ def test_elevator_gathers_async_tasks_concurrently_like_prefect(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     # Prefect: every elevator starts moving at once, then they stop in order of their floor.
-    assert sorted(lines[:10]) == sorted(f"elevator moving to floor {floor}" for floor in range(1, 11))
-    assert lines[10:] == [f"elevator stops on floor {floor}" for floor in range(1, 11)]
+    assert sorted(lines[:10]) == sorted(f"elevator moving to floor {floor}" for floor in range(1, 11)), lines
+    assert lines[10:] == [f"elevator stops on floor {floor}" for floor in range(1, 11)], lines
     assert "Finished in state Completed" in result.stderr
     took = (_clock(result.stderr, "Finished in state") - _clock(result.stderr, "Beginning flow run")).total_seconds()
     assert 10 <= took < 14, f"the flow took {took:.1f} s; the longest task sleeps 10 s"
