@@ -40,6 +40,7 @@ from typing import Any
 from dagrun.errors import TaskTimeoutError
 
 _POLL_FIRST, _POLL_MAX = 0.002, 0.05  # seconds between checks of an awaited future
+_WAIT_EVERY = 0.5  # seconds between fuller checks of it (see `future_value`)
 _loop_lock = threading.Lock()
 _task_loop: asyncio.AbstractEventLoop | None = None
 
@@ -143,8 +144,13 @@ async def run_elsewhere(fn: Callable[..., Any], *args: Any) -> Any:
 async def future_value(future: Any) -> Any:
     """What `await future` gives: the task's value, waiting without blocking the loop (so
     futures awaited together, e.g. with `asyncio.gather`, are waited for together)."""
-    delay = _POLL_FIRST
-    while not future.wait(timeout=0).is_final():
+    delay, next_wait = _POLL_FIRST, time.monotonic() + _WAIT_EVERY
+    # `.done()` is a cheap local check; `.wait(0)` now and then also moves runs that wait
+    # for upstream results along and notices a cancel request or the flow's timeout.
+    while not future.done():
+        if time.monotonic() >= next_wait:
+            future.wait(timeout=0)
+            next_wait = time.monotonic() + _WAIT_EVERY
         await asyncio.sleep(delay)
         delay = min(delay * 2, _POLL_MAX)
     return future.result()
