@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from dagrun.async_support import call_flow_body
 from dagrun.call_arguments import resolve_futures
 from dagrun.cancellation import RunCancellation, sigterm_cancels
 from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
@@ -40,6 +41,7 @@ from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
+from dagrun import script_runs
 from dagrun.run_names import flow_run_name
 from dagrun.parameters import bind_parameters
 from dagrun.secrets import mask_exception, mask_record
@@ -91,6 +93,7 @@ def run_flow(
                 engine.recorder.close()
         if engine.cancellation.exit_code is not None:
             raise SystemExit(engine.cancellation.exit_code)  # SIGTERM's end, after the cleanup
+        script_runs.note(state)
     return state if return_state else state.result()
 
 
@@ -262,7 +265,7 @@ class FlowRunEngine:
             try:
                 self.cancellation.check()
                 with flow_run_scope(context):
-                    value = self.flow.fn(**self.parameters)
+                    value = call_flow_body(self.flow.fn, self.parameters)  # async bodies too
                 tracker.check_deadline()
                 tracker.wait_all()
             except (KeyboardInterrupt, CancelRequested):

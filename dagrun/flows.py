@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from dagrun.async_support import flow_coroutine, is_async
 from dagrun.errors import ConfigError
 from dagrun.parameters import ParameterValidator
 from dagrun.prefect_options import reject_options
@@ -81,6 +82,8 @@ class Flow(Generic[P, R]):
     def __call__(self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs) -> R:
         from dagrun.engine import run_flow  # driver-only: see the module docstring
 
+        if is_async(self.fn):  # as in Prefect: `asyncio.run(my_flow())`
+            return flow_coroutine(run_flow, self, args, kwargs, return_state=return_state)  # type: ignore[return-value]
         return run_flow(self, args, kwargs, return_state=return_state)
 
     def deployment(self, **options: Any) -> Deployment:

@@ -70,6 +70,12 @@ class TaskFuture(Generic[R]):
     def done(self) -> bool:
         return self.state.is_final()
 
+    def __await__(self) -> Any:
+        """`await future` gives the value (async flows), without blocking the event loop."""
+        from dagrun.async_support import future_value
+
+        return future_value(self).__await__()
+
     def __del__(self) -> None:
         # Once nobody can ask for the value again, let Dask forget it (bounded memory).
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import cloudpickle
 
+from dagrun.async_support import is_async, sync_callable
 from dagrun.context import LogSink, TaskRunContext, task_run_scope
 from dagrun.cache_keys import expiry_time
 from dagrun.errors import ResultStoreError, SerializationError
@@ -157,12 +158,15 @@ def run_task(
     try:
         with task_run_scope(context), slots:
             attempts[0] = time.time()  # waiting for a slot is not running
+            fn, timeout = task.fn, task.timeout_seconds
+            if is_async(fn):  # its own loop per attempt; a timeout cancels the coroutine
+                fn, timeout = sync_callable(fn, timeout), None
             value, _ = call_with_retries(
-                task.fn,
+                fn,
                 args,
                 kwargs,
                 policy=task.retry_policy,
-                timeout=task.timeout_seconds,
+                timeout=timeout,
                 task=task,
                 on_retry=on_retry,
             )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from dagrun.async_support import is_async, run_elsewhere
 from dagrun.cache_keys import task_input_hash, validate_cache_options  # noqa: F401 - `dagrun.tasks.task_input_hash`, as in Prefect
 from dagrun.cache_policies import CachePolicy, resolve_cache_options
 from dagrun.context import current_flow_run, current_task_run
@@ -102,6 +103,8 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         flow_run = current_flow_run()
         if flow_run is None or current_task_run() is not None:
+            if is_async(self.fn):  # a coroutine, as in Prefect: `asyncio.run(my_task())`
+                return run_elsewhere(self._run_here, args, kwargs)  # type: ignore[return-value]
             return self._run_here(args, kwargs)
         wait_for = kwargs.pop("wait_for", ()) if "wait_for" in kwargs and not self._takes("wait_for") else ()
         return flow_run.engine.tasks.submit(self, args, kwargs, wait_for)  # type: ignore[return-value]

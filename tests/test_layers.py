@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # (unpickled with the spec), retries, logs and their cap, the result store and hashing.
 WORKER_SIDE = frozenset({
     "dagrun",
+    "dagrun.async_support",
     "dagrun.cache_keys",
     "dagrun.cache_policies",
     "dagrun.config",

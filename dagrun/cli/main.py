@@ -12,7 +12,7 @@ from dagrun.cli.deploy_commands import deployments_group, serve_command
 from dagrun.cli.errors import DagrunGroup
 from dagrun.cli.runs_commands import flows_group, runs_group
 from dagrun.cli.server_command import server_command
-from dagrun.errors import DagrunError
+from dagrun.errors import ConfigError, DagrunError
 
 
 @click.group(cls=DagrunGroup)
@@ -29,10 +29,21 @@ def cli() -> None:
 def run(target: str, params: tuple[str, ...], address: str | None, cluster: str | None) -> None:
     """Run a flow from a Python file."""
     from dagrun.cli.loading import flow_invocation, report_failed_run
+    from dagrun import script_runs
     from dagrun.engine import run_flow
 
-    flow, parameters, executor = flow_invocation(target, params, address, cluster)
-    state = run_flow(flow, (), parameters, return_state=True, executor=executor)
+    with script_runs.collect() as ran_on_import:
+        flow, parameters, executor = flow_invocation(target, params, address, cluster)
+    if ran_on_import:  # the file calls its flow at module level: that was the run
+        if params or address or cluster:
+            raise ConfigError(
+                f"{target} ran its flow itself when imported (a module-level call), so --param, "
+                "--address and --cluster were not applied; put that call under "
+                "`if __name__ == \"__main__\":`"
+            )
+        state = ran_on_import[-1]
+    else:
+        state = run_flow(flow, (), parameters, return_state=True, executor=executor)
     if not state.is_completed():
         error = state.exception
         if isinstance(error, DagrunError) and error.exit_code == 2:

@@ -33,6 +33,7 @@ from dagrun.cluster_config import import_cluster_class
 from dagrun.errors import ConfigError
 from dagrun.executors import dask_worker
 from dagrun.executors.cluster_checks import check_cluster_kwargs, require_cluster_class
+from dagrun.executors.worker_spawn import keep_main_script_out_of_workers
 
 THREADS_PER_WORKER = 4
 # Set while dagrun starts a cluster: read by a scheduler started in this process, and passed
@@ -136,7 +137,9 @@ def managed_cluster_kwargs(
     name = getattr(cluster_class, "__qualname__", repr(cluster_class))
     worker_env = dict(worker_env)
     if family == "local" and kwargs.get("processes") is not False:
-        # Worker processes ignore Ctrl-C: the driver stops them (see `dask_worker.dask_setup`).
+        # Worker processes ignore Ctrl-C: the driver stops them (see `dask_worker.dask_setup`);
+        # they do not re-run the user's script either (see `worker_spawn`).
+        keep_main_script_out_of_workers()
         preload = kwargs.get("preload", dask.config.get("distributed.worker.preload"))
         kwargs["preload"] = [*([preload] if isinstance(preload, str) else preload or []), dask_worker.__name__]
     if family == "kubernetes":
