@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dagrun.call_arguments import resolve_futures
@@ -37,9 +37,10 @@ from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
-from dagrun.secrets import mask_exception, mask_record
+from dagrun.secrets import mask_event, mask_exception, mask_record
 from dagrun.states import State, StateType
-from dagrun.task_runs import TaskRunTracker, dask_key
+from dagrun.task_events import TaskEvent, TaskRunFinished
+from dagrun.task_runs import TaskRunTracker
 
 
 def run_flow(
@@ -79,7 +80,7 @@ def run_flow(
         chosen = resolve_executor(executor, flow.executor)
         engine.recorder = RunRecorder.open()
         try:
-            session = chosen.start(on_log=engine.on_log)
+            session = chosen.start(on_log=engine.on_log, on_events=engine.on_events)
             try:
                 with CancelWatcher(engine), ProgressDisplay(engine):
                     state = engine.run(session, executor_name=repr(chosen))
@@ -120,20 +121,21 @@ class FlowRunEngine:
         self.deadline = min(deadlines) if deadlines else None
 
     def on_log(self, line: dict) -> None:
-        """Every record of this run (and its subflows), from any worker, arrives here: log
-        lines, and `result` records (a cached result's checksum) that downstream keys need.
+        """Every log line of this run (and its subflows), from any worker, arrives here.
         Known secret values are masked here, before the terminal and the history see them."""
         line = mask_record(line)
-        kind = line.get("kind")
-        if kind is not None:  # a worker's record about a task run, not a log line
-            if "checksum" in line:
-                self.content_hashes[line["task_run_id"]] = line["checksum"]
-            if self.recorder is not None:
-                self.recorder.worker_record(line)
-            return
         print_log_line(line)
         if self.recorder is not None:
             self.recorder.log(line)
+
+    def on_events(self, events: Sequence[TaskEvent]) -> None:
+        """Workers' task events of this run and its subflows (any thread): a stored result's
+        checksum, which downstream cache keys need, and what the history records live."""
+        for event in events:
+            if type(event) is TaskRunFinished and event.checksum is not None:
+                self.content_hashes[event.task_run_id] = event.checksum
+        if self.recorder is not None:
+            self.recorder.task_events([mask_event(event) for event in events])
 
     def log(self, level: int, message: str) -> None:
         sink = self.parent.log_sink if self.parent is not None else self.on_log
@@ -153,7 +155,6 @@ class FlowRunEngine:
         self.session = session
         if self.recorder is not None:
             self.recorder.flow_started(self, executor_name or "shared with the parent", session.address)
-            session.collect_timings()
         where = f" on {session.address}" if session.address else ""
         kind = "subflow run" if self.parent is not None else "flow run"
         self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
@@ -179,24 +180,14 @@ class FlowRunEngine:
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             time.sleep(delay)
             attempt += 1
-        self._record_timings()
+        if self.recorder is not None and self.parent is None:
+            session.flush_events()  # the history has every task's end before the run's
         return self._finish(
             State(
                 state.type, message=state.message, data=state.data, exception=state.exception,
                 start_time=started, end_time=time.time(),
             )
         )
-
-    def _record_timings(self) -> None:
-        """Add the executor's start/end/worker of each task run to the history, in one batch."""
-        if self.recorder is None or self.tasks is None:
-            return
-        finished = {dask_key(run): run.id for run in self.tasks.runs if run.state.is_final()}
-        try:
-            timings = self.session.task_timings(finished)
-        except Exception:  # noqa: BLE001 - timings are nice to have; the scheduler may be gone
-            return
-        self.recorder.task_timings([(finished[key], *timing) for key, timing in timings.items()])
 
     def _finish(self, state: State) -> State:
         """Record the final state: log it, store it, run hooks and notifiers."""

@@ -6,9 +6,11 @@ hands it to the `HistoryWriter` thread, which writes them in batches. Nothing he
 the database. If the history cannot be opened, one warning is logged and runs go unrecorded:
 a flow never fails because of its history.
 
-Workers report what only they know (when an attempt started, on which worker, how many
-attempts it took) as `running` / `retrying` / `finished` records through the same channel
-as log lines; `worker_record` folds them into the task run's history.
+Workers report what only they know (when each attempt started and ended, on which worker)
+as task events (`dagrun.task_events`) on a channel of their own; `task_events` hands them to
+`LiveTaskRuns`, which records them as they arrive, so the history shows a task `Running`
+while it runs and its final state soon after it ends, and merges them with the engine's own
+final states (`task_state`).
 
 `DAGRUN_HISTORY=off` turns recording off (benchmarks compare both).
 """
@@ -22,6 +24,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 from dagrun.history import HistoryStore, HistoryWriter
@@ -29,12 +32,12 @@ from dagrun.history.events import (
     FlowRunStarted,
     FlowRunState,
     LogLine,
-    TaskRunAttempt,
     TaskRunCreated,
     TaskRunState,
-    TaskRunTimings,
 )
+from dagrun.live_history import LiveTaskRuns
 from dagrun.states import State, StateType
+from dagrun.task_events import TaskEvent
 
 logger = logging.getLogger("dagrun.history")
 
@@ -57,8 +60,7 @@ class RunRecorder:
     def __init__(self, writer: HistoryWriter, store: HistoryStore) -> None:
         self._writer = writer
         self.store = store
-        self._finished: dict[str, dict] = {}  # task_run_id -> the worker's `finished` record
-        self._retries: dict[str, int] = {}  # task_run_id -> attempts that failed and were retried
+        self._live = LiveTaskRuns(writer.submit)
 
     @classmethod
     def open(cls) -> RunRecorder | None:
@@ -81,6 +83,7 @@ class RunRecorder:
     # ---------------------------------------------------------------- flow runs
     def flow_started(self, engine: Any, executor: str, address: str | None) -> None:
         parent = engine.parent
+        self._live.add_flow_run(engine.flow_run_id)
         self._writer.submit(
             FlowRunStarted(
                 flow_run_id=engine.flow_run_id,
@@ -116,23 +119,12 @@ class RunRecorder:
         )
 
     def task_state(self, run: Any, state: State) -> None:
-        """A task run's state, with what its worker reported about it."""
-        finished = self._finished.pop(run.id, None) or {}
-        attempts = finished.get("attempts")
-        if attempts is None and state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
-            attempts = self._retries.get(run.id, 0) + 1
+        """A task run's final state, as the engine classified it (merged with what its worker
+        reported, see `LiveTaskRuns`)."""
+        # At least one attempt: the worker's report, if it comes, may say how many more.
+        attempts = 1 if state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED) else None
         error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
-        retried = run.id in self._retries
-        if attempts and (retried or state.type in (StateType.FAILED, StateType.CRASHED)):
-            # The last attempt (earlier ones were recorded as they were retried).
-            self._writer.submit(
-                TaskRunAttempt(
-                    run.id, attempts, finished.get("last_attempt_start"), finished.get("end_time") or time.time(),
-                    error if state.type is not StateType.COMPLETED else None,
-                    trace if state.type is not StateType.COMPLETED else None,
-                )
-            )
-        self._writer.submit(
+        self._live.engine_state(
             TaskRunState(
                 task_run_id=run.id,
                 state=state.name,
@@ -141,36 +133,14 @@ class RunRecorder:
                 attempt=attempts,
                 error=error,
                 traceback=trace,
-                worker=finished.get("worker"),
-                start_time=finished.get("start_time"),
                 cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
-                result_size=finished.get("size"),
-                end_time=finished.get("end_time"),
                 cache_key=run.cache_key,
             )
         )
 
-    def task_timings(self, timings: list[tuple[str, str | None, float, float]]) -> None:
-        """(task_run_id, worker, start, end) of many task runs, as the executor saw them."""
-        if timings:
-            self._writer.submit(TaskRunTimings(tuple(timings)))
-
-    def worker_record(self, record: dict) -> None:
-        """A `retrying` / `finished` record sent by the worker running a task."""
-        kind, task_run_id = record["kind"], record["task_run_id"]
-        if kind == "retrying":
-            self._retries[task_run_id] = record["attempt"]
-            self._writer.submit(
-                TaskRunAttempt(
-                    task_run_id, record["attempt"], record["start_time"], record["timestamp"],
-                    record.get("error"), record.get("traceback"),
-                )
-            )
-            self._writer.submit(
-                TaskRunState(task_run_id, StateType.RETRYING.value, record["timestamp"], record.get("message", ""))
-            )
-        elif kind == "finished":
-            self._finished[task_run_id] = record
+    def task_events(self, events: Sequence[TaskEvent]) -> None:
+        """A batch of workers' task events, times on this process's clock (any thread)."""
+        self._live.worker_events(events)
 
     def log(self, line: dict) -> None:
         self._writer.submit(

@@ -21,7 +21,7 @@ also hands its known values to the run's workers with each task's spec, so a val
 passes to a task as a plain string is masked on the worker too. Values shorter than
 `MIN_MASKED_LENGTH` characters are not masked (they would blank out ordinary text).
 
-This module runs on workers: it imports nothing above `config` and `errors`.
+This module runs on workers: it imports nothing above `config`, `errors` and `task_events`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ import stat
 import threading
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dagrun.config import dagrun_home
 from dagrun.errors import ConfigError
+from dagrun.task_events import AttemptFailed
 
 MASK = "****"
 MIN_MASKED_LENGTH = 4
@@ -172,6 +173,15 @@ def mask_record(record: dict) -> dict:
     if _known.pattern is None:
         return record
     return {key: mask(value) if isinstance(value, str) else value for key, value in record.items()}
+
+
+def mask_event(event: Any) -> Any:
+    """A task event (`dagrun.task_events`) with known secret values masked in its text."""
+    if _known.pattern is None or type(event) is not AttemptFailed:
+        return event
+    return replace(
+        event, error=mask(event.error), traceback=mask(event.traceback), message=mask(event.message)
+    )
 
 
 def mask_exception(exception: BaseException) -> None:

@@ -6,8 +6,10 @@
 | `local.py`         | `InProcessExecutor`: task calls run in the driver's process          |
 | `dask.py`          | `DaskExecutor` and its session: the driver's side of Dask            |
 | `dask_worker.py`   | what runs on Dask workers (imported there: no driver-side code)      |
+| `dask_logs.py`     | log lines from workers to the driver, in batches                     |
+| `dask_events.py`   | task events from workers to the driver, in batches (worker side)     |
+| `dask_event_receiver.py` | the driver's end: worker clocks measured, times converted     |
 | `dask_clusters.py` | building the clusters dagrun starts, checking those it attaches to   |
-| `dask_spans.py`    | a scheduler plugin keeping where and when tasks ran, for the history |
 
 `DaskExecutor` is imported on first use, so code that only needs the in-process executor
 does not pay for importing `distributed`.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,8 +50,9 @@ from dagrun.executors.dask_clusters import (
     cluster_arguments,
     cluster_family,
 )
+from dagrun.executors.dask_event_receiver import EventReceiver
+from dagrun.executors.dask_events import EVENT_TOPIC
 from dagrun.executors.dask_logs import LOG_TOPIC, receive
-from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_worker import (
     TagSlots,
     load_on_worker,
@@ -63,6 +63,7 @@ from dagrun.executors.dask_worker import (
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 from dagrun.secrets import known_values
+from dagrun.task_events import TaskEvent
 
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
@@ -82,6 +83,7 @@ class DaskSession(ExecutorSession):
         client: distributed.Client,
         cluster: Any,
         on_log: Callable[[dict], None],
+        on_events: Callable[[Sequence[TaskEvent]], None] | None = None,
         *,
         concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
     ) -> None:
@@ -91,8 +93,9 @@ class DaskSession(ExecutorSession):
         self._shared_specs: dict[int, tuple[TaskSpec, SharedSpec, tuple[str, ...]]] = {}
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
-        self._collecting_timings = False
         client.subscribe_topic(LOG_TOPIC, receive(on_log))
+        self._events = EventReceiver(client, on_events)
+        client.subscribe_topic(EVENT_TOPIC, self._events)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -127,9 +130,8 @@ class DaskSession(ExecutorSession):
         secret_values = known_values()  # workers mask them (see `dagrun.secrets`)
         entry = self._shared_specs.get(id(spec))
         if entry is None or entry[2] != secret_values:  # again when the driver learned a secret
-            # Timings come from the scheduler (`task_timings`), not from per-task records.
             shipped = dataclasses.replace(
-                spec, report=False, concurrency_slots=self._slots_for(spec.task), secret_values=secret_values
+                spec, concurrency_slots=self._slots_for(spec.task), secret_values=secret_values
             )
             # Holding `spec` pins its id.
             entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped), secret_values)
@@ -204,9 +206,6 @@ class DaskSession(ExecutorSession):
         while time.monotonic() < deadline:
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
-                if self._collecting_timings:  # nor its spans plugin
-                    self._collecting_timings = False
-                    self.collect_timings()
                 return True
             if self.client.status in ("closing", "closed"):
                 return False
@@ -221,17 +220,12 @@ class DaskSession(ExecutorSession):
         if pending:
             self.client.cancel(pending)
 
-    def collect_timings(self) -> None:
-        if not self._collecting_timings:
-            self.client.run_on_scheduler(install_spans, client=self.client.id)
-            self._collecting_timings = True
-
-    def task_timings(self, keys: Iterable[str]) -> dict[str, Span]:
-        """key -> (worker, start, stop) of those of `keys` that ran, taken from the scheduler."""
-        spans: dict[str, Span] = pickle.loads(
-            self.client.run_on_scheduler(take_spans, client=self.client.id, keys=list(keys))
-        )
-        return spans
+    def flush_events(self, timeout: float = 10.0) -> None:
+        """Deliver the task events workers still hold (see `EventReceiver.drain`)."""
+        try:
+            self._events.drain(timeout)
+        except Exception:  # noqa: BLE001 - the scheduler may be gone; the history keeps what it has
+            pass
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
@@ -242,6 +236,7 @@ class DaskSession(ExecutorSession):
         self._shared_specs.clear()
         try:
             client.unsubscribe_topic(LOG_TOPIC)
+            client.unsubscribe_topic(EVENT_TOPIC)
         except Exception:  # noqa: BLE001 - the connection may already be gone
             pass
         client.close()
@@ -324,7 +319,9 @@ class DaskExecutor(Executor):
             source=config.source,
         )
 
-    def start(self, on_log: Callable[[dict], None]) -> DaskSession:
+    def start(
+        self, on_log: Callable[[dict], None], on_events: Callable[[Sequence[TaskEvent]], None] | None = None
+    ) -> DaskSession:
         if self.address is not None:
             try:
                 client = distributed.Client(
@@ -332,10 +329,10 @@ class DaskExecutor(Executor):
                 )
             except OSError as error:  # TimeoutError included: distributed retries until the timeout
                 raise self._unreachable(error) from error
-            return self._session(client, None, on_log, check_versions=True)
+            return self._session(client, None, on_log, on_events, check_versions=True)
         if self.cluster is not None and not isinstance(self.cluster, (str, type)):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
-            return self._session(client, None, on_log, check_versions=True)
+            return self._session(client, None, on_log, on_events, check_versions=True)
         cluster_class, kwargs = self.cluster_arguments()
         with dask.config.set(MANAGED_CLUSTER_CONFIG):
             try:
@@ -355,15 +352,16 @@ class DaskExecutor(Executor):
             cluster.close()
             raise
         # A LocalCluster's workers are this interpreter's children: nothing to compare.
-        return self._session(client, cluster, on_log, check_versions=cluster_family(cluster_class) != "local")
+        return self._session(client, cluster, on_log, on_events, check_versions=cluster_family(cluster_class) != "local")
 
     def _session(
-        self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None], *, check_versions: bool
+        self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None],
+        on_events: Callable[[Sequence[TaskEvent]], None] | None, *, check_versions: bool,
     ) -> DaskSession:
         try:
             if check_versions:
                 check_worker_versions(client, self.source)
-            session = DaskSession(client, cluster, on_log)
+            session = DaskSession(client, cluster, on_log, on_events)
             session.reconnect_timeout = self.connect_timeout
             return session
         except BaseException:

@@ -25,8 +25,8 @@ from dagrun.history.events import (
     LogLine,
     TaskRunAttempt,
     TaskRunCreated,
+    TaskRunDetails,
     TaskRunState,
-    TaskRunTimings,
 )
 from dagrun.history.store import HistoryStore
 from dagrun.history.writer import HistoryWriter
@@ -41,6 +41,6 @@ __all__ = [
     "LogLine",
     "TaskRunAttempt",
     "TaskRunCreated",
+    "TaskRunDetails",
     "TaskRunState",
-    "TaskRunTimings",
 ]

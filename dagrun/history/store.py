@@ -44,8 +44,8 @@ from dagrun.history.events import (
     LogLine,
     TaskRunAttempt,
     TaskRunCreated,
+    TaskRunDetails,
     TaskRunState,
-    TaskRunTimings,
     state_name,
 )
 from dagrun.history.recording import (
@@ -55,8 +55,8 @@ from dagrun.history.recording import (
     record_heartbeats,
     record_log_lines,
     record_task_run_attempts,
+    record_task_run_details,
     record_task_run_states,
-    record_task_run_timings,
     record_task_runs_created,
 )
 from dagrun.history.schema import migrate, rollback
@@ -71,7 +71,7 @@ _RECORDERS: Mapping[type, Callable[[Any, Any], None]] = MappingProxyType(
         TaskRunCreated: record_task_runs_created,
         TaskRunState: record_task_run_states,
         TaskRunAttempt: record_task_run_attempts,
-        TaskRunTimings: record_task_run_timings,
+        TaskRunDetails: record_task_run_details,
         LogLine: record_log_lines,
         Heartbeat: record_heartbeats,
     }

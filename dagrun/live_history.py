@@ -1,0 +1,124 @@
+"""Task runs in the history as they go: workers' task events and the engine's final states,
+folded into one story per task run.
+
+Two sources report on a task run. Its worker reports when each attempt starts and how it ends
+(`dagrun.task_events`, in batches, about a quarter of a second late); the engine reports the
+final state it classified (`Completed`, `Failed`, `NotRun`, `Crashed`, ...) when the flow code
+or the end of the run looks at the task. Either may come first, so:
+
+- a worker's `TaskRunStarted` records `Running` (with worker, attempt and start time), unless
+  the same batch already ends that attempt (then only the end is written: fewer rows);
+- a worker's failed attempt records the attempt (start, end, error) and `Retrying`, or `Failed`
+  when no retry follows; a finished run records `Completed` with its end and result size;
+- the engine's final state is written unless the worker already wrote that same state (then
+  only the engine's fuller error is added); when the engine is first, what the worker reports
+  later only fills in fields (`TaskRunDetails`: worker, start, end, attempts), never a state.
+
+Attempt rows are written for every attempt of a run that failed or was retried; a run that
+succeeded at once is its own single attempt. Records of flow runs this recorder does not
+record (another driver sharing the cluster) are ignored. Thread-safe: workers' batches arrive
+on the executor's thread, final states on the engine's; one lock orders what each submits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from dagrun.history.events import Event, TaskRunAttempt, TaskRunDetails, TaskRunState
+from dagrun.states import StateType
+from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished, TaskRunStarted
+
+_COMPLETED, _FAILED = StateType.COMPLETED.value, StateType.FAILED.value
+# Final states the engine may record before the task's worker has reported its end.
+_WORKER_MAY_REPORT = frozenset(
+    state.value for state in (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED)
+)
+
+
+class LiveTaskRuns:
+    """Merges the two sources into history events for `submit` (see the module docstring)."""
+
+    def __init__(self, submit: Callable[[Event], None]) -> None:
+        self._submit = submit
+        self._lock = threading.Lock()
+        self._flow_runs: set[str] = set()
+        self._worker_final: dict[str, str] = {}  # task run -> final state its worker's report wrote
+        self._engine_final: dict[str, str] = {}  # task run -> final state the engine wrote first
+
+    def add_flow_run(self, flow_run_id: str) -> None:
+        """Record the task events of this flow run from now on."""
+        self._flow_runs.add(flow_run_id)
+
+    def worker_events(self, events: Sequence[TaskEvent]) -> None:
+        """One batch of workers' records, in the order they happened on each worker."""
+        running: dict[str, TaskRunState] = {}  # written at the end unless the batch ends them
+        with self._lock:
+            for event in events:
+                if event.flow_run_id not in self._flow_runs:
+                    continue
+                task_run_id = event.task_run_id
+                running.pop(task_run_id, None)
+                kind = type(event)
+                if kind is TaskRunStarted:
+                    if task_run_id not in self._engine_final:
+                        self._worker_final.pop(task_run_id, None)  # submitted again, running again
+                        running[task_run_id] = TaskRunState(
+                            task_run_id, StateType.RUNNING.value, event.start_time,
+                            attempt=event.attempt, worker=event.worker,
+                        )
+                elif kind is AttemptFailed:
+                    self._attempt_failed(event)
+                else:
+                    self._finished(event)
+            for state in running.values():
+                self._submit(state)
+
+    def _attempt_failed(self, event: AttemptFailed) -> None:
+        self._submit(TaskRunAttempt(
+            event.task_run_id, event.attempt, event.start_time, event.end_time, event.error, event.traceback
+        ))
+        if event.retrying:
+            if event.task_run_id not in self._engine_final:
+                self._submit(TaskRunState(
+                    event.task_run_id, StateType.RETRYING.value, event.end_time, event.message,
+                    attempt=event.attempt, worker=event.worker, start_time=event.run_start_time,
+                ))
+            return
+        self._ended(event, TaskRunState(
+            event.task_run_id, _FAILED, event.end_time, event.error, attempt=event.attempt,
+            error=event.error, traceback=event.traceback, worker=event.worker,
+            start_time=event.run_start_time, end_time=event.end_time,
+        ))
+
+    def _finished(self, event: TaskRunFinished) -> None:
+        if event.attempt > 1:  # the earlier attempts failed: this one gets its row too
+            self._submit(TaskRunAttempt(event.task_run_id, event.attempt, event.start_time, event.end_time))
+        self._ended(event, TaskRunState(
+            event.task_run_id, _COMPLETED, event.end_time, attempt=event.attempt, worker=event.worker,
+            cache_hit=False if event.cache_key else None, result_size=event.size,
+            start_time=event.run_start_time, end_time=event.end_time, cache_key=event.cache_key,
+        ))
+
+    def _ended(self, event: AttemptFailed | TaskRunFinished, state: TaskRunState) -> None:
+        """The worker's end of a run: its final state, or details if the engine was first."""
+        if self._engine_final.pop(event.task_run_id, None) is None:
+            self._worker_final[event.task_run_id] = state.state
+            self._submit(state)
+            return
+        self._submit(TaskRunDetails(
+            event.task_run_id, event.worker, event.run_start_time, event.end_time, event.attempt,
+            state.result_size,
+        ))
+
+    def engine_state(self, state: TaskRunState) -> None:
+        """The engine's final state of a task run (a `TaskRunState` of a final state)."""
+        with self._lock:
+            reported = self._worker_final.pop(state.task_run_id, None)
+            if reported == state.state:
+                if state.error is not None:  # the engine's error names the task and flow run
+                    self._submit(TaskRunDetails(state.task_run_id, error=state.error, traceback=state.traceback))
+                return
+            self._submit(state)
+            if reported is None and state.state in _WORKER_MAY_REPORT:
+                self._engine_final[state.task_run_id] = state.state
