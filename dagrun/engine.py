@@ -180,7 +180,7 @@ class FlowRunEngine:
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             time.sleep(delay)
             attempt += 1
-        if self.recorder is not None and self.parent is None:
+        if self.recorder is not None and self.parent is None and self.recorder.awaiting_workers():
             session.flush_events()  # the history has every task's end before the run's
         return self._finish(
             State(

@@ -111,6 +111,10 @@ class LiveTaskRuns:
             state.result_size,
         ))
 
+    def awaiting_workers(self) -> bool:
+        """Whether some run's final state was recorded before its worker's report came."""
+        return bool(self._engine_final)
+
     def engine_state(self, state: TaskRunState) -> None:
         """The engine's final state of a task run (a `TaskRunState` of a final state)."""
         with self._lock:

@@ -142,6 +142,11 @@ class RunRecorder:
         """A batch of workers' task events, times on this process's clock (any thread)."""
         self._live.worker_events(events)
 
+    def awaiting_workers(self) -> bool:
+        """Whether workers' reports on runs already final are still on their way (see
+        `ExecutorSession.flush_events`); False when every report is in."""
+        return self._live.awaiting_workers()
+
     def log(self, line: dict) -> None:
         self._writer.submit(
             LogLine(

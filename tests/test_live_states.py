@@ -5,6 +5,7 @@ never puts a task outside its flow run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,10 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from console_script import DAGRUN, dagrun
-from dagrun.history import HistoryStore
+from dagrun.history import FlowRunStarted, HistoryStore, TaskRunCreated, TaskRunState
+from dagrun.live_history import LiveTaskRuns
+from dagrun.task_events import AttemptFailed, TaskRunFinished, TaskRunStarted, decode, encode
 
 LIVE_FLOW = textwrap.dedent(
     '''
@@ -218,3 +222,90 @@ def test_a_worker_clock_an_hour_ahead_never_puts_a_task_outside_its_flow_run(tmp
         assert task_run["end_time"] - task_run["start_time"] >= 0.3
     add = task_runs[-1]
     assert add["start_time"] >= max(t["end_time"] for t in task_runs[:2])  # order kept
+
+
+class History:
+    """A real SQLite history fed through `LiveTaskRuns`, as the recorder feeds it."""
+
+    def __init__(self) -> None:
+        self.store = HistoryStore.from_env()
+        self.events: list = []
+        self.live = LiveTaskRuns(self.events.append)
+        self.store.apply([
+            FlowRunStarted("flow", "etl", "etl-1", {}, T0, None, None, "DaskExecutor", None, "host", 1),
+            FlowRunStarted("other", "etl", "etl-2", {}, T0, None, None, "DaskExecutor", None, "host", 2),
+            TaskRunCreated("a", "flow", "extract", "extract-0", (), None, T0),
+        ])
+        self.live.add_flow_run("flow")
+
+    def write(self) -> None:
+        self.store.apply(self.events)
+        self.events.clear()
+
+    def task_run(self) -> dict:
+        self.write()
+        run = self.store.get_task_run("a")
+        run["states"] = [s["state"] for s in run.pop("state_history")]
+        return run
+
+
+T0 = 1_800_000_000.0
+WORKER = "tcp://10.0.0.7:40001"
+
+
+def test_a_worker_report_after_the_engines_final_state_fills_in_fields_and_adds_no_state():
+    history = History()
+    history.live.engine_state(TaskRunState("a", "Completed", T0 + 9, attempt=1))
+    history.live.worker_events([
+        TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
+        TaskRunFinished("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, worker=WORKER),
+    ])
+    run = history.task_run()
+    assert run["states"] == ["Pending", "Completed"]
+    assert (run["worker"], run["start_time"], run["end_time"]) == (WORKER, T0 + 1, T0 + 2)  # the worker's end
+    assert not history.live.awaiting_workers()
+
+
+def test_the_engines_state_after_the_workers_same_final_state_writes_nothing_more():
+    history = History()
+    history.live.worker_events([TaskRunStarted("flow", "a", 1, T0 + 1, WORKER)])
+    assert history.task_run()["states"] == ["Pending", "Running"]
+    history.live.worker_events([
+        AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "OSError: disk", "Traceback ...", retrying=False, worker=WORKER),
+    ])
+    history.live.engine_state(TaskRunState(
+        "a", "Failed", T0 + 5, "OSError: disk", attempt=1, error="OSError: disk", traceback="Traceback ... (note)",
+    ))
+    run = history.task_run()
+    assert run["states"] == ["Pending", "Running", "Failed"]
+    assert (run["start_time"], run["end_time"], run["worker"]) == (T0 + 1, T0 + 2, WORKER)
+    assert run["traceback"] == "Traceback ... (note)"  # the engine's fuller error wins
+    assert [(a["start_time"], a["end_time"]) for a in run["attempt_history"]] == [(T0 + 1, T0 + 2)]
+
+
+def test_a_batch_that_starts_and_ends_attempts_writes_only_their_ends_and_ignores_other_flow_runs():
+    history = History()
+    history.live.worker_events([
+        TaskRunStarted("other", "a", 1, T0 + 1, WORKER),  # another driver's run on the same cluster
+        TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
+        AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "ValueError: x", "tb", retrying=True, message="Retry 1/1"),
+        TaskRunStarted("flow", "a", 2, T0 + 3, WORKER),
+        TaskRunFinished("flow", "a", 2, T0 + 1, T0 + 3, T0 + 4, worker=WORKER),
+    ])
+    history.live.engine_state(TaskRunState("a", "Completed", T0 + 5, attempt=1))
+    run = history.task_run()
+    assert run["states"] == ["Pending", "Retrying", "Completed"]
+    assert (run["attempts"], run["start_time"], run["end_time"]) == (2, T0 + 1, T0 + 4)
+    assert [(a["attempt"], a["start_time"], a["end_time"], a["error"]) for a in run["attempt_history"]] == [
+        (1, T0 + 1, T0 + 2, "ValueError: x"), (2, T0 + 3, T0 + 4, None),
+    ]
+
+
+def test_task_events_survive_the_wire_and_move_to_the_receivers_clock():
+    finished = TaskRunFinished("flow", "a", 2, T0 + 1, T0 + 3, T0 + 4, "key", 10, "sum")
+    failed = AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "E: x", "tb", True, "Retry")
+    for event in (TaskRunStarted("flow", "a", 1, T0), finished, failed):
+        wire = msgpack.unpackb(msgpack.packb(encode(event)), raw=False)
+        assert decode(wire, WORKER, 0.0) == dataclasses.replace(event, worker=WORKER)
+    moved = decode(encode(finished), WORKER, 3600.0)
+    assert (moved.run_start_time, moved.start_time, moved.end_time) == (T0 + 1 - 3600, T0 + 3 - 3600, T0 + 4 - 3600)

@@ -53,10 +53,6 @@ class EventReceiver:
             self._waiting[worker] = [items]
             asyncio.ensure_future(self._measure(worker))
 
-    def offset(self, worker: str) -> float | None:
-        """The measured offset of `worker`'s clock (seconds ahead of the driver's), if known."""
-        return self._offsets.get(worker)
-
     async def _measure(self, worker: str) -> None:
         offset = 0.0
         try:
