@@ -5,11 +5,12 @@ The task wrapper (`dagrun.runner`) emits one record per fact; the executor carri
 driver on a channel of their own (never mixed into log lines), where the run history folds
 them into task-run states as they arrive (`dagrun.live_history`).
 
-| record            | sent when                                   | carries                             |
-|-------------------|---------------------------------------------|-------------------------------------|
-| `TaskRunStarted`  | an attempt begins (concurrency slots held)  | attempt, start time                 |
-| `AttemptFailed`   | an attempt raised                           | its start and end, error, traceback, whether a retry follows |
-| `TaskRunFinished` | the run returned a value                    | its last attempt's start and end; result size and checksum when stored |
+| record            | sent when                         | carries                                      |
+|-------------------|-----------------------------------|----------------------------------------------|
+| `TaskRunStarted`  | an attempt begins (slots held)    | attempt, start time                          |
+| `AttemptFailed`   | an attempt raised                 | its start, end, error, traceback; retry?     |
+| `TaskRunFinished` | the run returned a value          | last attempt's start, end; stored result's   |
+|                   |                                   | key, size and checksum                       |
 
 Times are epoch seconds on the clock of the process that ran the task; the executor that
 receives a record converts them to the driver's clock and fills in `worker` (`decode`). On the

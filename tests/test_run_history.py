@@ -93,7 +93,7 @@ def test_states_timings_edges_and_logs_of_a_multi_task_run(dask_executor):
     assert messages[-1] == "Finished in state Completed"
 
 
-def test_a_long_lived_cluster_keeps_nothing_of_recorded_runs_on_its_scheduler(local_cluster, dask_executor):
+def test_a_shared_cluster_keeps_nothing_of_recorded_runs_on_its_scheduler(local_cluster, dask_executor):
     """Where and when each task ran comes from the workers' own events: the scheduler gets no
     plugin, and a raw client's tasks next to recorded runs change nothing."""
     import distributed

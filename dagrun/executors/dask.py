@@ -352,7 +352,8 @@ class DaskExecutor(Executor):
             cluster.close()
             raise
         # A LocalCluster's workers are this interpreter's children: nothing to compare.
-        return self._session(client, cluster, on_log, on_events, check_versions=cluster_family(cluster_class) != "local")
+        local = cluster_family(cluster_class) == "local"
+        return self._session(client, cluster, on_log, on_events, check_versions=not local)
 
     def _session(
         self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None],
