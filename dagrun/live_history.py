@@ -29,7 +29,7 @@ from dagrun.history.events import Event, TaskRunAttempt, TaskRunDetails, TaskRun
 from dagrun.states import StateType
 from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished, TaskRunStarted
 
-_COMPLETED, _FAILED = StateType.COMPLETED.value, StateType.FAILED.value
+_RUNNING, _COMPLETED, _FAILED = StateType.RUNNING.value, StateType.COMPLETED.value, StateType.FAILED.value
 # Final states the engine may record before the task's worker has reported its end.
 _WORKER_MAY_REPORT = frozenset(
     state.value for state in (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED)
@@ -52,7 +52,7 @@ class LiveTaskRuns:
 
     def worker_events(self, events: Sequence[TaskEvent]) -> None:
         """One batch of workers' records, in the order they happened on each worker."""
-        running: dict[str, TaskRunState] = {}  # written at the end unless the batch ends them
+        running: dict[str, TaskRunStarted] = {}  # written at the end unless the batch ends them
         with self._lock:
             for event in events:
                 if event.flow_run_id not in self._flow_runs:
@@ -63,16 +63,15 @@ class LiveTaskRuns:
                 if kind is TaskRunStarted:
                     if task_run_id not in self._engine_final:
                         self._worker_final.pop(task_run_id, None)  # submitted again, running again
-                        running[task_run_id] = TaskRunState(
-                            task_run_id, StateType.RUNNING.value, event.start_time,
-                            attempt=event.attempt, worker=event.worker,
-                        )
+                        running[task_run_id] = event
                 elif kind is AttemptFailed:
                     self._attempt_failed(event)
                 else:
                     self._finished(event)
-            for state in running.values():
-                self._submit(state)
+            for event in running.values():
+                self._submit(TaskRunState(
+                    event.task_run_id, _RUNNING, event.start_time, attempt=event.attempt, worker=event.worker
+                ))
 
     def _attempt_failed(self, event: AttemptFailed) -> None:
         self._submit(TaskRunAttempt(
@@ -115,14 +114,16 @@ class LiveTaskRuns:
         """Whether some run's final state was recorded before its worker's report came."""
         return bool(self._engine_final)
 
-    def engine_state(self, state: TaskRunState) -> None:
-        """The engine's final state of a task run (a `TaskRunState` of a final state)."""
+    def engine_state(self, task_run_id: str, state: str, build: Callable[[], TaskRunState]) -> None:
+        """The engine's final `state` of a task run; `build()` makes its `TaskRunState` (only
+        when it is written: most runs' workers reported the same state first)."""
         with self._lock:
-            reported = self._worker_final.pop(state.task_run_id, None)
-            if reported == state.state:
-                if state.error is not None:  # the engine's error names the task and flow run
-                    self._submit(TaskRunDetails(state.task_run_id, error=state.error, traceback=state.traceback))
+            reported = self._worker_final.pop(task_run_id, None)
+            if reported == state:
+                if state == _FAILED:  # the engine's error names the task and flow run
+                    event = build()
+                    self._submit(TaskRunDetails(task_run_id, error=event.error, traceback=event.traceback))
                 return
-            self._submit(state)
-            if reported is None and state.state in _WORKER_MAY_REPORT:
-                self._engine_final[state.task_run_id] = state.state
+            self._submit(build())
+            if reported is None and state in _WORKER_MAY_REPORT:
+                self._engine_final[task_run_id] = state

@@ -121,22 +121,7 @@ class RunRecorder:
     def task_state(self, run: Any, state: State) -> None:
         """A task run's final state, as the engine classified it (merged with what its worker
         reported, see `LiveTaskRuns`)."""
-        # At least one attempt: the worker's report, if it comes, may say how many more.
-        attempts = 1 if state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED) else None
-        error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
-        self._live.engine_state(
-            TaskRunState(
-                task_run_id=run.id,
-                state=state.name,
-                timestamp=state.timestamp or time.time(),
-                message=state.message,
-                attempt=attempts,
-                error=error,
-                traceback=trace,
-                cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
-                cache_key=run.cache_key,
-            )
-        )
+        self._live.engine_state(run.id, state.name, lambda: _task_run_state(run, state))
 
     def task_events(self, events: Sequence[TaskEvent]) -> None:
         """A batch of workers' task events, times on this process's clock (any thread)."""
@@ -154,6 +139,23 @@ class RunRecorder:
                 line.get("logger", "dagrun"), line["message"],
             )
         )
+
+
+def _task_run_state(run: Any, state: State) -> TaskRunState:
+    # At least one attempt: the worker's report, if it comes, may say how many more.
+    attempts = 1 if state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED) else None
+    error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
+    return TaskRunState(
+        task_run_id=run.id,
+        state=state.name,
+        timestamp=state.timestamp or time.time(),
+        message=state.message,
+        attempt=attempts,
+        error=error,
+        traceback=trace,
+        cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
+        cache_key=run.cache_key,
+    )
 
 
 def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None]:

@@ -32,7 +32,7 @@ import stat
 import threading
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from dagrun.config import dagrun_home
@@ -179,9 +179,7 @@ def mask_event(event: Any) -> Any:
     """A task event (`dagrun.task_events`) with known secret values masked in its text."""
     if _known.pattern is None or type(event) is not AttemptFailed:
         return event
-    return replace(
-        event, error=mask(event.error), traceback=mask(event.traceback), message=mask(event.message)
-    )
+    return event._replace(error=mask(event.error), traceback=mask(event.traceback), message=mask(event.message))
 
 
 def mask_exception(exception: BaseException) -> None:

@@ -15,6 +15,9 @@ them into task-run states as they arrive (`dagrun.live_history`).
 Times are epoch seconds on the clock of the process that ran the task; the executor that
 receives a record converts them to the driver's clock and fills in `worker` (`decode`). On the
 wire a record is a plain list, `[tag, field, ...]` without `worker` (msgpack-friendly).
+
+Records are `NamedTuple`s rather than frozen dataclasses: as immutable and typed, but built in
+a fraction of the time, and two of them are built per task run on both sides of the channel.
 """
 
 from __future__ import annotations
@@ -22,11 +25,10 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRunStarted:
+class TaskRunStarted(NamedTuple):
     """Attempt `attempt` (from 1) of a task run began at `start_time`."""
 
     flow_run_id: str
@@ -36,8 +38,7 @@ class TaskRunStarted:
     worker: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptFailed:
+class AttemptFailed(NamedTuple):
     """Attempt `attempt` raised; `retrying` says whether another attempt follows (`message` is
     the retry line then), else the run failed. `run_start_time` is the first attempt's start."""
 
@@ -54,8 +55,7 @@ class AttemptFailed:
     worker: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRunFinished:
+class TaskRunFinished(NamedTuple):
     """The run returned a value after `attempt` attempts. A cached task's result was written
     to the store under `cache_key`: `size` and `checksum` describe that entry (no data)."""
 
@@ -74,45 +74,28 @@ class TaskRunFinished:
 TaskEvent = TaskRunStarted | AttemptFailed | TaskRunFinished
 EventSink = Callable[[TaskEvent], None]
 
-_STARTED, _FAILED, _FINISHED = 0, 1, 2
+_TAGS = {TaskRunStarted: 0, AttemptFailed: 1, TaskRunFinished: 2}
+_KINDS = (TaskRunStarted, AttemptFailed, TaskRunFinished)
 
 
 def encode(event: TaskEvent) -> list:
-    """`event` as a list of plain values, for msgpack."""
-    kind = type(event)
-    if kind is TaskRunStarted:
-        return [_STARTED, event.flow_run_id, event.task_run_id, event.attempt, event.start_time]
-    if kind is TaskRunFinished:
-        return [
-            _FINISHED, event.flow_run_id, event.task_run_id, event.attempt, event.run_start_time,
-            event.start_time, event.end_time, event.cache_key, event.size, event.checksum,
-        ]
-    return [
-        _FAILED, event.flow_run_id, event.task_run_id, event.attempt, event.run_start_time,
-        event.start_time, event.end_time, event.error, event.traceback, event.retrying, event.message,
-    ]
+    """`event` as a list of plain values, for msgpack: its tag, then its fields but `worker`."""
+    return [_TAGS[type(event)], *event[:-1]]
 
 
 def decode(item: list, worker: str, offset: float) -> TaskEvent:
     """The record `encode` made, sent by `worker`, with its times moved to the receiver's
     clock: `offset` is how far the worker's clock runs ahead of it (seconds)."""
-    tag = item[0]
-    if tag == _STARTED:
-        _, flow_run_id, task_run_id, attempt, start = item
-        return TaskRunStarted(flow_run_id, task_run_id, attempt, start - offset, worker)
-    if tag == _FINISHED:
-        _, flow_run_id, task_run_id, attempt, run_start, start, end, cache_key, size, checksum = item
-        return TaskRunFinished(
-            flow_run_id, task_run_id, attempt, run_start - offset, start - offset, end - offset,
-            cache_key, size, checksum, worker,
-        )
-    if tag == _FAILED:
-        _, flow_run_id, task_run_id, attempt, run_start, start, end, error, trace, retrying, message = item
-        return AttemptFailed(
-            flow_run_id, task_run_id, attempt, run_start - offset, start - offset, end - offset,
-            error, trace, retrying, message, worker,
-        )
-    raise ValueError(f"not a task event: {item!r}")
+    kind = _KINDS[item[0]]
+    event = kind(*item[1:], worker)
+    if not offset:
+        return event
+    if kind is TaskRunStarted:
+        return event._replace(start_time=event.start_time - offset)
+    return event._replace(
+        run_start_time=event.run_start_time - offset, start_time=event.start_time - offset,
+        end_time=event.end_time - offset,
+    )
 
 
 class AttemptReporter:

@@ -5,7 +5,6 @@ never puts a task outside its flow run."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -256,7 +255,7 @@ WORKER = "tcp://10.0.0.7:40001"
 
 def test_a_worker_report_after_the_engines_final_state_fills_in_fields_and_adds_no_state():
     history = History()
-    history.live.engine_state(TaskRunState("a", "Completed", T0 + 9, attempt=1))
+    history.live.engine_state("a", "Completed", lambda: TaskRunState("a", "Completed", T0 + 9, attempt=1))
     history.live.worker_events([
         TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
         TaskRunFinished("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, worker=WORKER),
@@ -276,7 +275,7 @@ def test_the_engines_state_after_the_workers_same_final_state_writes_nothing_mor
             "flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "OSError: disk", "Traceback ...", retrying=False, worker=WORKER
         ),
     ])
-    history.live.engine_state(TaskRunState(
+    history.live.engine_state("a", "Failed", lambda: TaskRunState(
         "a", "Failed", T0 + 5, "OSError: disk", attempt=1, error="OSError: disk", traceback="Traceback ... (note)",
     ))
     run = history.task_run()
@@ -295,7 +294,7 @@ def test_a_batch_that_starts_and_ends_attempts_writes_only_their_ends_and_ignore
         TaskRunStarted("flow", "a", 2, T0 + 3, WORKER),
         TaskRunFinished("flow", "a", 2, T0 + 1, T0 + 3, T0 + 4, worker=WORKER),
     ])
-    history.live.engine_state(TaskRunState("a", "Completed", T0 + 5, attempt=1))
+    history.live.engine_state("a", "Completed", lambda: TaskRunState("a", "Completed", T0 + 5, attempt=1))
     run = history.task_run()
     assert run["states"] == ["Pending", "Retrying", "Completed"]
     assert (run["attempts"], run["start_time"], run["end_time"]) == (2, T0 + 1, T0 + 4)
@@ -309,6 +308,6 @@ def test_task_events_survive_the_wire_and_move_to_the_receivers_clock():
     failed = AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "E: x", "tb", True, "Retry")
     for event in (TaskRunStarted("flow", "a", 1, T0), finished, failed):
         wire = msgpack.unpackb(msgpack.packb(encode(event)), raw=False)
-        assert decode(wire, WORKER, 0.0) == dataclasses.replace(event, worker=WORKER)
+        assert decode(wire, WORKER, 0.0) == event._replace(worker=WORKER)
     moved = decode(encode(finished), WORKER, 3600.0)
     assert (moved.run_start_time, moved.start_time, moved.end_time) == (T0 + 1 - 3600, T0 + 3 - 3600, T0 + 4 - 3600)

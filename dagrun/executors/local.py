@@ -7,7 +7,6 @@ is missing.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -58,7 +57,7 @@ class InProcessSession(ExecutorSession):
 
     def _event(self, event: TaskEvent) -> None:
         if self._on_events is not None:  # same process, same clock: only `worker` to fill in
-            self._on_events([dataclasses.replace(event, worker=WORKER_NAME)])
+            self._on_events([event._replace(worker=WORKER_NAME)])
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[_Outcome]:
         return [self._run(submission) for submission in submissions]
