@@ -1,4 +1,7 @@
-"""Cache decisions, made in the driver before a task is dispatched.
+"""Cache decisions, made in the driver before a task is dispatched (the planner).
+
+The pieces a worker needs too (the task's identity hash, entry expiry, `task_input_hash`)
+live in `dagrun.cache_keys`; this module is driver-side only.
 
 A task's cache key is a tagged hash of
 - its identity: `version=` when pinned, else its code (source, closure values, referenced
@@ -24,25 +27,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from dagrun.cache_keys import CacheKeyContext, task_identity
 from dagrun.config import dagrun_home
-from dagrun.errors import ConfigError
 from dagrun.futures import TaskFuture, unmapped
-from dagrun.hashing import hash_function, hash_struct, hash_value
+from dagrun.hashing import hash_struct, hash_value
 from dagrun.results import EntryInfo, ResultStore
-
-
-@dataclass(frozen=True, slots=True)
-class CacheKeyContext:
-    """What `cache_key_fn(context, parameters)` can know about the call (as in Prefect)."""
-
-    task: Any
-    task_run_name: str
-    flow_run_id: str
-    flow_run_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,38 +55,6 @@ class CacheDecision:
     @property
     def hit(self) -> bool:
         return self.entry is not None
-
-
-def task_input_hash(context: CacheKeyContext, parameters: dict[str, Any]) -> str | None:
-    """Prefect-compatible key function: the task's code plus its inputs' values."""
-    what = f"the inputs of task '{context.task.name}'"
-    return hash_struct(["TaskInputHash", task_identity(context.task), hash_value(parameters, what=what)])
-
-
-def task_identity(task: Any) -> str:
-    if task.version is not None:
-        return hash_struct(["TaskVersion", task.name, str(task.version)])
-    return hash_struct(["TaskCode", task.name, hash_function(task.fn)])
-
-
-def expiry_time(task: Any) -> float | None:
-    """When an entry written now expires, from `cache_expiration` (timedelta or seconds)."""
-    expiration = task.cache_expiration
-    if expiration is None:
-        return None
-    seconds = expiration.total_seconds() if isinstance(expiration, timedelta) else float(expiration)
-    return time.time() + seconds
-
-
-def validate_cache_options(task: Any) -> None:
-    """Fail at decoration on options that could never work."""
-    expiration = task.cache_expiration
-    if expiration is not None and not isinstance(expiration, (timedelta, int, float)):
-        raise ConfigError(
-            f"cache_expiration of task '{task.name}' must be a timedelta or seconds, got {expiration!r}"
-        )
-    if task.cache_key_fn is not None and not callable(task.cache_key_fn):
-        raise ConfigError(f"cache_key_fn of task '{task.name}' must be callable")
 
 
 class CachePlanner:

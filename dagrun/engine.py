@@ -11,6 +11,9 @@ Policy
 - Flow retries re-run the body; task runs completed in the failed attempt (same task, same
   call position, same inputs) are reused rather than recomputed.
 - Ctrl-C cancels the pending tasks, marks them `Cancelled` and re-raises KeyboardInterrupt.
+  `dagrun runs cancel` and SIGTERM do the same without a signal reaching the flow body: they
+  set the run's `RunCancellation`, whose `CancelRequested` the body meets at its next task
+  call or wait; the run returns its `Cancelled` state (SIGTERM: then exits 143).
 
 State kept: one `FlowRunEngine` per flow run, holding the executor session and the
 `TaskRunTracker` of the current attempt (`engine.tasks`, which task calls submit to).
@@ -27,19 +30,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dagrun.call_arguments import resolve_futures
+from dagrun.cancellation import RunCancellation, sigterm_cancels
 from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
-from dagrun.errors import CrashedError, FlowTimeoutError, ParameterValidationError
+from dagrun.errors import CancelledRunError, CancelRequested, CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
-from dagrun.executors.base import ExecutorSession
+from dagrun.executors.base import Executor, ExecutorSession
 from dagrun.hooks import run_flow_hooks
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
 from dagrun.progress import ProgressDisplay
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun.parameters import bind_parameters
-from dagrun.secrets import mask_event, mask_exception, mask_record
+from dagrun.secrets import known_values, mask, mask_exception, mask_record
 from dagrun.states import State, StateType
-from dagrun.task_events import TaskEvent, TaskRunFinished
+from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished
 from dagrun.task_runs import TaskRunTracker
 
 
@@ -80,16 +84,27 @@ def run_flow(
         chosen = resolve_executor(executor, flow.executor)
         engine.recorder = RunRecorder.open()
         try:
-            session = chosen.start(on_log=engine.on_log, on_events=engine.on_events)
-            try:
-                with CancelWatcher(engine), ProgressDisplay(engine):
-                    state = engine.run(session, executor_name=repr(chosen))
-            finally:
-                session.shutdown()
+            with sigterm_cancels(engine.cancellation):
+                state = _run_top_level(engine, chosen)
         finally:
             if engine.recorder is not None:
                 engine.recorder.close()
+        if engine.cancellation.exit_code is not None:
+            raise SystemExit(engine.cancellation.exit_code)  # SIGTERM's end, after the cleanup
     return state if return_state else state.result()
+
+
+def _run_top_level(engine: FlowRunEngine, executor: Executor) -> State:
+    """Run on a session of its own, always shut down; a cancel request wakes its waits."""
+    session = executor.start(on_log=engine.on_log, on_events=engine.on_events)
+    engine.cancellation.add_waker(session.interrupt)
+    try:
+        with CancelWatcher(engine), ProgressDisplay(engine):
+            return engine.run(session, executor_name=repr(executor))
+    except CancelRequested:
+        return engine.state  # recorded Cancelled
+    finally:
+        session.shutdown()
 
 
 def _importing_main_in_spawned_worker() -> bool:
@@ -114,6 +129,7 @@ class FlowRunEngine:
         self.result_storage = flow.result_storage or (parent.engine.result_storage if parent else None)
         self.tasks: TaskRunTracker | None = None
         self.state = State(StateType.PENDING)
+        self.cancellation = parent.engine.cancellation if parent is not None else RunCancellation()
         timeout = flow.timeout_seconds
         own_deadline = None if timeout is None else time.monotonic() + timeout
         parent_deadline = parent.engine.tasks.deadline if parent is not None else None
@@ -135,7 +151,7 @@ class FlowRunEngine:
             if type(event) is TaskRunFinished and event.checksum is not None:
                 self.content_hashes[event.task_run_id] = event.checksum
         if self.recorder is not None:
-            self.recorder.task_events([mask_event(event) for event in events])
+            self.recorder.task_events([_masked(event) for event in events])
 
     def log(self, level: int, message: str) -> None:
         sink = self.parent.log_sink if self.parent is not None else self.on_log
@@ -169,6 +185,15 @@ class FlowRunEngine:
             except KeyboardInterrupt:
                 self._finish(State(StateType.CANCELLED, message="Cancelled", start_time=started, end_time=time.time()))
                 raise
+            except CancelRequested as request:
+                reason = str(request)
+                self._finish(
+                    State(
+                        StateType.CANCELLED, message=reason, exception=CancelledRunError(reason),
+                        start_time=started, end_time=time.time(),
+                    )
+                )
+                raise
             if state.is_completed() or state.is_cancelled() or attempt > policy.retries:
                 break
             delay = policy.delay_for(attempt)
@@ -178,7 +203,7 @@ class FlowRunEngine:
                 f"after {type(state.exception).__name__}: {state.exception}",
             )
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
-            time.sleep(delay)
+            self.cancellation.sleep(delay)
             attempt += 1
         if self.recorder is not None and self.parent is None and self.recorder.awaiting_workers():
             session.flush_events()  # the history has every task's end before the run's
@@ -217,17 +242,19 @@ class FlowRunEngine:
             result_storage=self.result_storage,
             content_hashes=self.content_hashes,
             recorder=self.recorder,
+            cancellation=self.cancellation,
         )
         self.tasks = tracker
         if self.flow.log_prints:
             capture_prints()
         try:
             try:
+                self.cancellation.check()
                 with flow_run_scope(context):
                     value = self.flow.fn(**self.parameters)
                 tracker.check_deadline()
                 tracker.wait_all()
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, CancelRequested):
                 raise
             except FlowTimeoutError:
                 raise
@@ -241,14 +268,25 @@ class FlowRunEngine:
                 kind = StateType.CRASHED if failure.state.type is StateType.CRASHED else StateType.FAILED
                 return State(kind, message=failure.state.message, exception=failure.state.exception)
             return State(StateType.COMPLETED, data=resolve_futures(value, tracker))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, CancelRequested) as stop:
             tracker.cancel()
-            self.state = State(StateType.CANCELLED, message="Cancelled by Ctrl-C")
+            reason = str(stop) if isinstance(stop, CancelRequested) else "Cancelled by Ctrl-C"
+            self.state = State(StateType.CANCELLED, message=reason)
             self.log(logging.WARNING, f"Flow run '{self.flow_run_name}' cancelled: pending tasks cancelled")
             raise
         except FlowTimeoutError as exc:
             tracker.cancel()
             return State(StateType.FAILED, message=str(exc), exception=exc)
+
+
+def _masked(event: TaskEvent) -> TaskEvent:
+    """A task event with known secret values masked in its text (a failed attempt's error)."""
+    if type(event) is not AttemptFailed or not known_values():
+        return event
+    return event._replace(
+        error=mask(event.error), traceback=mask(event.traceback), full_traceback=mask(event.full_traceback),
+        message=mask(event.message),
+    )
 
 
 def _describe(exception: BaseException) -> str:

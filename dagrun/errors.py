@@ -12,11 +12,15 @@ cases where dagrun itself has something to say.
     ├── UpstreamFailedError         a task did not run because an upstream task failed
     ├── CrashedError                the infrastructure failed (worker died, scheduler lost)
     ├── CancelledRunError           the run was cancelled (Ctrl-C, `dagrun runs cancel`)
+    ├── TaskExitError               a task raised SystemExit or KeyboardInterrupt on a worker
     └── ResultStoreError            the result store could not write or read an entry
         ├── IntegrityError          an entry failed its checksum or signature
         └── SerializationError      a value could not be serialized (TypeError)
 
-Each carries `exit_code`, which the CLI uses for its process exit status.
+    CancelRequested (a BaseException, like KeyboardInterrupt)
+                                    raised in a flow body once its run is asked to stop
+
+Each `DagrunError` carries `exit_code`, which the CLI uses for its process exit status.
 """
 
 from __future__ import annotations
@@ -64,6 +68,18 @@ class CancelledRunError(DagrunError):
     """The run was cancelled before it finished."""
 
     exit_code = 130
+
+
+class CancelRequested(BaseException):
+    """The run was asked to stop (`dagrun runs cancel`, SIGTERM): raised in the flow body at
+    its next task call or wait. Not an `Exception`, so a flow's `except Exception` does not
+    swallow it; the engine cancels the run's tasks and records `Cancelled`."""
+
+
+class TaskExitError(DagrunError):
+    """A task raised `SystemExit` or `KeyboardInterrupt` on a Dask worker; the message is the
+    original ("SystemExit: 3"). Dask lets those two end the worker's process (losing every
+    result held there), so the task wrapper turns them into this ordinary failure instead."""
 
 
 class ResultStoreError(DagrunError):

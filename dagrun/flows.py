@@ -2,19 +2,25 @@
 
 Calling a flow starts a flow run (see `dagrun.engine`); calling one inside another flow
 starts a subflow run that shares the parent's executor.
+
+Decorating imports neither the engine nor the deployments: a worker imports the user's module
+that holds both `@flow` and `@task` functions when it unpickles a task defined there, and it
+must not load the driver for it. The engine loads at the first call of a flow, a deployment's
+declaration at the first `.deployment(...)` (neither imports this module: no cycle).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from dagrun.deployments import Deployment, make_deployment
-from dagrun.engine import run_flow
 from dagrun.errors import ConfigError
 from dagrun.parameters import ParameterValidator
 from dagrun.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from dagrun.deployments import Deployment
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,11 +68,15 @@ class Flow(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, return_state: bool = False, **kwargs: P.kwargs) -> R:
+        from dagrun.engine import run_flow  # driver-only: see the module docstring
+
         return run_flow(self, args, kwargs, return_state=return_state)
 
     def deployment(self, **options: Any) -> Deployment:
         """Declare a deployment of this flow (name, schedules, parameters, triggers, limits),
         served by `dagrun serve FILE`; see `dagrun.deployments.make_deployment`."""
+        from dagrun.deployments.declaration import make_deployment  # see the module docstring
+
         return make_deployment(self, **options)
 
     def with_options(self, **changes: Any) -> Flow[P, R]:

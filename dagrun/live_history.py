@@ -14,8 +14,9 @@ or the end of the run looks at the task. Either may come first, so:
   only the engine's fuller error is added); when the engine is first, what the worker reports
   later only fills in fields (`TaskRunDetails`: worker, start, end, attempts), never a state.
 
-Attempt rows are written for every attempt of a run that failed or was retried; a run that
-succeeded at once is its own single attempt. Records of flow runs this recorder does not
+Attempt rows are written for every attempt of a run that failed or was retried (also one
+that ended with its worker: `attempt_lost`); a run that succeeded at once is its own single
+attempt. Records of flow runs this recorder does not
 record (another driver sharing the cluster) are ignored. Thread-safe: workers' batches arrive
 on the executor's thread, final states on the engine's; one lock orders what each submits.
 """
@@ -23,6 +24,7 @@ on the executor's thread, final states on the engine's; one lock orders what eac
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from dagrun.history.events import Event, TaskRunAttempt, TaskRunDetails, TaskRunState
@@ -45,6 +47,10 @@ class LiveTaskRuns:
         self._flow_runs: set[str] = set()
         self._worker_final: dict[str, str] = {}  # task run -> final state its worker's report wrote
         self._engine_final: dict[str, str] = {}  # task run -> final state the engine wrote first
+        self._started: dict[str, tuple[int, float]] = {}  # task run -> (attempt, start) now running
+        # task run -> attempts made before its current submission (each lost with a worker):
+        # a resubmitted run's worker counts its attempts from 1 again.
+        self._earlier: dict[str, int] = {}
 
     def add_flow_run(self, flow_run_id: str) -> None:
         """Record the task events of this flow run from now on."""
@@ -59,8 +65,12 @@ class LiveTaskRuns:
                     continue
                 task_run_id = event.task_run_id
                 running.pop(task_run_id, None)
+                earlier = self._earlier.get(task_run_id)
+                if earlier:
+                    event = event._replace(attempt=event.attempt + earlier)
                 kind = type(event)
                 if kind is TaskRunStarted:
+                    self._started[task_run_id] = (event.attempt, event.start_time)
                     if task_run_id not in self._engine_final:
                         self._worker_final.pop(task_run_id, None)  # submitted again, running again
                         running[task_run_id] = event
@@ -75,7 +85,8 @@ class LiveTaskRuns:
 
     def _attempt_failed(self, event: AttemptFailed) -> None:
         self._submit(TaskRunAttempt(
-            event.task_run_id, event.attempt, event.start_time, event.end_time, event.error, event.traceback
+            event.task_run_id, event.attempt, event.start_time, event.end_time, event.error, event.traceback,
+            event.full_traceback,
         ))
         if event.retrying:
             if event.task_run_id not in self._engine_final:
@@ -86,7 +97,7 @@ class LiveTaskRuns:
             return
         self._ended(event, TaskRunState(
             event.task_run_id, _FAILED, event.end_time, event.error, attempt=event.attempt,
-            error=event.error, traceback=event.traceback, worker=event.worker,
+            error=event.error, traceback=event.traceback, full_traceback=event.full_traceback, worker=event.worker,
             start_time=event.run_start_time, end_time=event.end_time,
         ))
 
@@ -101,6 +112,8 @@ class LiveTaskRuns:
 
     def _ended(self, event: AttemptFailed | TaskRunFinished, state: TaskRunState) -> None:
         """The worker's end of a run: its final state, or details if the engine was first."""
+        self._started.pop(event.task_run_id, None)
+        self._earlier.pop(event.task_run_id, None)
         if self._engine_final.pop(event.task_run_id, None) is None:
             self._worker_final[event.task_run_id] = state.state
             self._submit(state)
@@ -122,8 +135,23 @@ class LiveTaskRuns:
             if reported == state:
                 if state == _FAILED:  # the engine's error names the task and flow run
                     event = build()
-                    self._submit(TaskRunDetails(task_run_id, error=event.error, traceback=event.traceback))
+                    self._submit(TaskRunDetails(
+                        task_run_id, error=event.error, traceback=event.traceback,
+                        full_traceback=event.full_traceback,
+                    ))
                 return
+            self._started.pop(task_run_id, None)
             self._submit(build())
             if reported is None and state in _WORKER_MAY_REPORT:
                 self._engine_final[task_run_id] = state
+
+    def attempt_lost(self, task_run_id: str, error: str) -> None:
+        """The current attempt of a run ended with its worker; the run is submitted again, and
+        its next worker counts attempts from 1 again (they are numbered on from this one)."""
+        with self._lock:
+            now = time.time()
+            attempt, start = self._started.pop(task_run_id, None) or (self._earlier.get(task_run_id, 0) + 1, None)
+            self._earlier[task_run_id] = attempt
+            self._submit(TaskRunAttempt(task_run_id, attempt, start, now, error))
+            if task_run_id not in self._engine_final:
+                self._submit(TaskRunState(task_run_id, StateType.RETRYING.value, now, f"Resubmitted after {error}"))

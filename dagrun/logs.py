@@ -13,10 +13,10 @@ import logging
 import os
 import sys
 import time
-import traceback
 from typing import Any
 
 from dagrun.context import current_flow_run, current_task_run
+from dagrun.tracebacks import format_exception
 
 CONSOLE_LOGGER = "dagrun.runs"
 _original_print = builtins.print
@@ -43,7 +43,8 @@ class RunLogger(logging.LoggerAdapter):
                 exc_info = sys.exc_info()
             elif isinstance(exc_info, BaseException):
                 exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-            message = message + "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
+            if exc_info[1] is not None:
+                message = message + "\n" + format_exception(exc_info[1])  # real file names
         self.context.log_sink(make_log_line(self.context, level, message, self.logger.name))
 
     def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:

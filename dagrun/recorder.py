@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
-import _thread
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from dagrun.cancellation import RUNS_CANCEL_REASON
 from dagrun.history import HistoryStore, HistoryWriter
+from dagrun.history.drivers import this_process
 from dagrun.history.events import (
     FlowRunStarted,
     FlowRunState,
@@ -38,6 +38,7 @@ from dagrun.history.events import (
 from dagrun.live_history import LiveTaskRuns
 from dagrun.states import State, StateType
 from dagrun.task_events import TaskEvent
+from dagrun.tracebacks import views_of
 
 logger = logging.getLogger("dagrun.history")
 
@@ -84,6 +85,7 @@ class RunRecorder:
     def flow_started(self, engine: Any, executor: str, address: str | None) -> None:
         parent = engine.parent
         self._live.add_flow_run(engine.flow_run_id)
+        process_space, process_start = this_process()
         self._writer.submit(
             FlowRunStarted(
                 flow_run_id=engine.flow_run_id,
@@ -100,13 +102,15 @@ class RunRecorder:
                 deployment=os.environ.get("DAGRUN_DEPLOYMENT") if parent is None else None,
                 slot=os.environ.get("DAGRUN_DEPLOYMENT_SLOT") if parent is None else None,
                 lease_seconds=lease_seconds(),
+                process_space=process_space,
+                process_start=process_start,
             )
         )
 
     def flow_state(self, flow_run_id: str, state: State) -> None:
-        error, trace = _error_fields(state.exception)
+        error, trace, full = _error_fields(state.exception)
         self._writer.submit(
-            FlowRunState(flow_run_id, state.name, time.time(), state.message, error, trace)
+            FlowRunState(flow_run_id, state.name, time.time(), state.message, error, trace, full)
         )
 
     # ---------------------------------------------------------------- task runs
@@ -122,6 +126,10 @@ class RunRecorder:
         """A task run's final state, as the engine classified it (merged with what its worker
         reported, see `LiveTaskRuns`)."""
         self._live.engine_state(run.id, state.name, lambda: _task_run_state(run, state))
+
+    def task_attempt_lost(self, run: Any, error: str) -> None:
+        """An attempt of `run` ended with its worker (the run is being submitted again)."""
+        self._live.attempt_lost(run.id, error)
 
     def task_events(self, events: Sequence[TaskEvent]) -> None:
         """A batch of workers' task events, times on this process's clock (any thread)."""
@@ -144,7 +152,8 @@ class RunRecorder:
 def _task_run_state(run: Any, state: State) -> TaskRunState:
     # At least one attempt: the worker's report, if it comes, may say how many more.
     attempts = 1 if state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED) else None
-    error, trace = _error_fields(state.exception) if state.type is not StateType.NOT_RUN else (state.message, None)
+    not_run = state.type is StateType.NOT_RUN
+    error, trace, full = (state.message, None, None) if not_run else _error_fields(state.exception)
     return TaskRunState(
         task_run_id=run.id,
         state=state.name,
@@ -153,22 +162,25 @@ def _task_run_state(run: Any, state: State) -> TaskRunState:
         attempt=attempts,
         error=error,
         traceback=trace,
+        full_traceback=full,
         cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
         cache_key=run.cache_key,
     )
 
 
-def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None]:
+def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None, str | None]:
+    """(error, the user's traceback, the full traceback) of a failed run."""
     if exception is None:
-        return None, None
-    error = f"{type(exception).__name__}: {exception}"
-    return error, "".join(traceback.format_exception(exception)).rstrip()
+        return None, None, None
+    views = views_of(exception)
+    return f"{type(exception).__name__}: {exception}", views.user, views.full
 
 
 class CancelWatcher:
     """While a top-level run is going, polls the history for `dagrun runs cancel ID` and, when
-    asked, interrupts the run's main thread: the same path as Ctrl-C (pending tasks are
-    cancelled, states become Cancelled, the local cluster is shut down)."""
+    asked, cancels the run through its `RunCancellation`: the run's waits wake at once and it
+    takes the Ctrl-C path (pending tasks cancelled, states Cancelled, local cluster stopped)
+    without any signal, so a driver that ignores SIGINT (`dagrun run ... &`) stops too."""
 
     def __init__(self, engine: Any, interval: float = 1.0) -> None:
         self._engine = engine
@@ -178,7 +190,7 @@ class CancelWatcher:
 
     def __enter__(self) -> CancelWatcher:
         recorder = self._engine.recorder
-        if recorder is not None and threading.current_thread() is threading.main_thread():
+        if recorder is not None:
             self._thread = threading.Thread(target=self._watch, args=(recorder.store,), daemon=True, name="dagrun-cancel")
             self._thread.start()
         return self
@@ -196,5 +208,5 @@ class CancelWatcher:
                 continue
             if requested:
                 self._engine.log(logging.WARNING, "Cancel requested: cancelling the flow run")
-                _thread.interrupt_main()
+                self._engine.cancellation.request(RUNS_CANCEL_REASON)
                 return

@@ -19,7 +19,7 @@ from typing import Any
 import cloudpickle
 
 from dagrun.context import LogSink, TaskRunContext, task_run_scope
-from dagrun.caching import expiry_time
+from dagrun.cache_keys import expiry_time
 from dagrun.errors import ResultStoreError, SerializationError
 from dagrun.hashing import content_hash
 from dagrun.results import CacheMiss, ResultStore
@@ -29,6 +29,7 @@ from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
 from dagrun.secrets import mask_exception, remember, remember_secrets_in
 from dagrun.task_events import AttemptReporter, EventSink
+from dagrun.tracebacks import capture as capture_traceback
 
 _PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
 _CONTAINER_TYPES = frozenset({list, tuple, set, frozenset, dict})
@@ -134,13 +135,14 @@ def run_task(
 
     def on_retry(attempt: int, delay: float, exception: BaseException) -> None:
         capped.end_attempt()
-        mask_exception(exception)
+        mask_exception(exception)  # before the views are rendered: they go to the driver too
+        views = capture_traceback(exception)
         message = (
             f"Retry {attempt}/{task.retry_policy.retries} of '{task.name}' in {delay:.1f} s "
             f"after {type(exception).__name__}: {exception}"
         )
         capped(make_log_line(context, logging.WARNING, message, "dagrun.task_run"))
-        reporter.failed(exception, retrying=True, message=message)
+        reporter.failed(exception, views.user, views.full, retrying=True, message=message)
 
     # Slots are taken before the first attempt and given back after the last (also on
     # failure); a retry delay keeps them, so a retrying run is not overtaken by waiting runs.
@@ -168,6 +170,8 @@ def run_task(
         return value
     except BaseException as exception:
         mask_exception(exception)  # its message goes to the driver, Dask's logs and the history
+        if isinstance(exception, Exception):
+            capture_traceback(exception)  # rendered here, where the user's frames and files are
         reporter.failed(exception, retrying=False)
         raise
     finally:

@@ -21,7 +21,7 @@ also hands its known values to the run's workers with each task's spec, so a val
 passes to a task as a plain string is masked on the worker too. Values shorter than
 `MIN_MASKED_LENGTH` characters are not masked (they would blank out ordinary text).
 
-This module runs on workers: it imports nothing above `config`, `errors` and `task_events`.
+This module runs on workers: it imports nothing above `config` and `errors`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import Any
 
 from dagrun.config import dagrun_home
 from dagrun.errors import ConfigError
-from dagrun.task_events import AttemptFailed
 
 MASK = "****"
 MIN_MASKED_LENGTH = 4
@@ -173,13 +172,6 @@ def mask_record(record: dict) -> dict:
     if _known.pattern is None:
         return record
     return {key: mask(value) if isinstance(value, str) else value for key, value in record.items()}
-
-
-def mask_event(event: Any) -> Any:
-    """A task event (`dagrun.task_events`) with known secret values masked in its text."""
-    if _known.pattern is None or type(event) is not AttemptFailed:
-        return event
-    return event._replace(error=mask(event.error), traceback=mask(event.traceback), message=mask(event.message))
 
 
 def mask_exception(exception: BaseException) -> None:

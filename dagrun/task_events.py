@@ -1,6 +1,7 @@
 """What a task run reports while it runs: small typed records, sent by whatever runs it.
 
-This module runs on workers: it imports nothing of the engine, the executors or the history.
+This module runs on workers: it imports nothing of the engine, the executors or the history
+(only `dagrun.tracebacks`, which imports nothing of dagrun).
 The task wrapper (`dagrun.runner`) emits one record per fact; the executor carries them to the
 driver on a channel of their own (never mixed into log lines), where the run history folds
 them into task-run states as they arrive (`dagrun.live_history`).
@@ -23,9 +24,10 @@ a fraction of the time, and two of them are built per task run on both sides of 
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from typing import NamedTuple
+
+from dagrun.tracebacks import views_of
 
 
 class TaskRunStarted(NamedTuple):
@@ -49,7 +51,8 @@ class AttemptFailed(NamedTuple):
     start_time: float
     end_time: float
     error: str
-    traceback: str
+    traceback: str  # the user's view, and every frame (see `dagrun.tracebacks`)
+    full_traceback: str
     retrying: bool
     message: str = ""
     worker: str | None = None
@@ -126,17 +129,23 @@ class AttemptReporter:
 
         return attempt
 
-    def failed(self, exception: BaseException, *, retrying: bool, message: str = "") -> None:
-        """The current attempt raised `exception` (its text already masked)."""
+    def failed(
+        self, exception: BaseException, user_traceback: str | None = None, full_traceback: str | None = None,
+        *, retrying: bool, message: str = "",
+    ) -> None:
+        """The current attempt raised `exception` (its text already masked); its traceback
+        views are rendered from it unless given."""
         if not self._report:
             return
         end = time.time()
         start = self._starts[-1] if self._starts else end
+        if user_traceback is None or full_traceback is None:
+            views = views_of(exception)
+            user_traceback, full_traceback = views.user, views.full
         self._sink(AttemptFailed(
             self._flow_run_id, self._task_run_id, max(len(self._starts), 1),
             self._starts[0] if self._starts else end, start, end,
-            f"{type(exception).__name__}: {exception}",
-            "".join(traceback.format_exception(exception)).rstrip(), retrying, message,
+            f"{type(exception).__name__}: {exception}", user_traceback, full_traceback, retrying, message,
         ))
 
     def finished(self, cache_key: str | None = None, size: int | None = None, checksum: str | None = None) -> None:

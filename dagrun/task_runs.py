@@ -7,7 +7,10 @@ Policy
 - Outcomes are read in submission order (which is a topological order), so when a run is
   finalized its upstream runs already are. An error is classified as: upstream failed ->
   `NotRun`; upstream resubmitted -> resubmit too; infrastructure (worker died, scheduler
-  lost) -> resubmit within the task's retry budget, else `Crashed`; otherwise -> `Failed`.
+  lost) -> resubmit within the task's retry budget (at least one), else `Crashed`, each
+  lost attempt recorded as one; otherwise -> `Failed`.
+- A cancel request (`RunCancellation`) wakes every wait; the next task call or wait raises
+  `CancelRequested` in the flow body.
 - Nothing blocks on success: finished runs are swept in batches, and a finished run's handle
   is released as soon as no `TaskFuture` refers to it, so memory stays bounded.
 
@@ -20,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from dagrun.caching import CacheKeyContext, CachePlanner
+from dagrun.cancellation import RunCancellation
 from dagrun.call_arguments import fingerprint, resolve_futures, substitute_handles, upstream_of
 from dagrun.config import env_flag
 from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, ResultStoreError, UpstreamFailedError
@@ -38,6 +41,7 @@ from dagrun.recorder import RunRecorder
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
+from dagrun.tracebacks import views_of
 
 SWEEP_EVERY = 512
 
@@ -104,8 +108,10 @@ class TaskRunTracker:
         result_storage: str | None = None,
         content_hashes: dict[str, str] | None = None,
         recorder: RunRecorder | None = None,
+        cancellation: RunCancellation | None = None,
     ) -> None:
         self.session = session
+        self.cancellation = cancellation or RunCancellation()
         self.flow_run_id = flow_run_id
         self.flow_run_name = flow_run_name
         self.log_sink = log_sink
@@ -131,6 +137,7 @@ class TaskRunTracker:
 
     def submit_many(self, task: Any, calls: list[tuple[tuple, dict]], wait_for: Iterable[Any] = ()) -> list[TaskFuture]:
         """Submit calls of one task together (one scheduler message for a whole `map`)."""
+        self.cancellation.check()
         wait_for = tuple(wait_for or ())
         futures, batch = [], []
         for args, kwargs in calls:
@@ -337,17 +344,29 @@ class TaskRunTracker:
             self._set_state(run, State(StateType.CANCELLED, message="Cancelled with the flow run"))
             return True
         if status == CANCELLED or self.session.is_infrastructure_error(exception):
-            if run.resubmits < run.task.retry_policy.retries:
-                run.resubmits += 1
-                self._log(run, logging.WARNING, f"Resubmitting '{run.name}' after {_describe(exception)}")
-                return self._resubmit(run)
-            crash = CrashedError(f"Task run '{run.name}' crashed: {_describe(exception)}")
-            crash.__cause__ = exception
-            self._set_state(run, State(StateType.CRASHED, message=str(crash), exception=crash))
-            return True
+            return self._lost_attempt(run, exception)
         _add_note(exception, f"raised by task run '{run.name}' in flow run '{self.flow_run_name}'")
         self._log(run, logging.ERROR, f"Task run '{run.name}' failed: {_describe(exception)}", exception)
         self._set_state(run, State(StateType.FAILED, message=_describe(exception), exception=exception))
+        return True
+
+    def _lost_attempt(self, run: TaskRun, exception: BaseException) -> bool:
+        """An attempt the infrastructure lost (its worker died): it counts against the task's
+        retries, so a task that kills its worker takes down at most retries + 1 of them; a
+        task without retries still gets one more, as one death is more often the machine's
+        fault than the task's. Returns False when the run was submitted again."""
+        budget = max(run.task.retry_policy.retries, 1)
+        reason = self.session.describe_infrastructure_error(exception)
+        attempt = f"attempt {run.resubmits + 1} of {budget + 1}"
+        if run.resubmits < budget:
+            run.resubmits += 1
+            self._log(run, logging.WARNING, f"Resubmitting '{run.name}': {attempt} was lost: {reason}")
+            if self.recorder is not None:
+                self.recorder.task_attempt_lost(run, reason)
+            return self._resubmit(run)
+        crash = CrashedError(f"Task run '{run.name}' crashed on {attempt}: {reason}")
+        crash.__cause__ = exception
+        self._set_state(run, State(StateType.CRASHED, message=str(crash), exception=crash))
         return True
 
     def _recover_from_scheduler_loss(self) -> None:
@@ -357,6 +376,7 @@ class TaskRunTracker:
         timeout = self.session.reconnect_timeout
         self._log_flow(logging.WARNING, f"Lost the Dask scheduler; reconnecting for up to {timeout:.0f} s")
         if not self.session.reconnect(timeout):
+            self.cancellation.check()
             raise CrashedError(
                 f"Lost the connection to the Dask scheduler at {self.session.address} and could not "
                 f"reconnect within {timeout:.0f} s (connect_timeout); the run's tasks were lost"
@@ -426,6 +446,7 @@ class TaskRunTracker:
             if run.handle is None:  # deferred: let what it waits for make progress
                 if self._active:
                     self.session.wait_any([r.handle for r in self._active], self._remaining(deadline))
+                self.cancellation.check()
                 self.sweep()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -434,6 +455,7 @@ class TaskRunTracker:
                 break
             self.sweep(until=run)
         self.check_deadline()
+        self.cancellation.check()
         return run.state
 
     def result(self, run: TaskRun, *, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
@@ -456,6 +478,7 @@ class TaskRunTracker:
         """The values of completed runs; a hit whose entry is unusable is recomputed first."""
         handles = [self._handle_of(run) for run in runs]
         self.session.wait(handles, self._remaining(None))
+        self.cancellation.check()
         broken = [run for run in runs if self._load_failed(run)]
         for run in broken:
             self._recompute(run)
@@ -487,13 +510,18 @@ class TaskRunTracker:
             if self._active:
                 self.session.wait([run.handle for run in self._active], self._remaining(None))
             self.check_deadline()
+            self.cancellation.check()
             self.sweep()
 
     def cancel(self) -> None:
-        """Cancel every run that has not finished; their states become Cancelled."""
+        """Cancel every run that has not finished; their states become Cancelled. A run that
+        finished before the cancel but was not swept yet is recorded Completed, as it is."""
         self._cancelled = True
-        active, self._active = self._active + self._deferred, []
-        self._deferred = []
+        finished = [run for run in self._active if self.session.status(run.handle) == FINISHED]
+        for run in finished:
+            self._set_state(run, State(StateType.COMPLETED))
+        active = [run for run in self._active + self._deferred if not run.state.is_final()]
+        self._active, self._deferred = [], []
         self.session.cancel(run.handle for run in active if run.handle is not None)
         error = CancelledRunError(f"Cancelled with flow run '{self.flow_run_name}'")
         for run in active:
@@ -515,8 +543,9 @@ class TaskRunTracker:
             raise FlowTimeoutError(f"Flow run '{self.flow_run_name}' exceeded its timeout_seconds")
 
     def _log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
-        if exception is not None and exception.__traceback__ is not None:
-            message += "\n" + "".join(traceback.format_exception(exception)).rstrip()
+        views = views_of(exception) if exception is not None else None
+        if views is not None and views.has_user_frames:  # else the message says it all
+            message += "\n" + views.user
         self.log_sink(
             log_line(level, message, "dagrun.task_run", self.flow_run_id, self.flow_run_name, run.id, run.name)
         )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from dagrun.caching import task_input_hash, validate_cache_options  # noqa: F401 - `dagrun.tasks.task_input_hash`, as in Prefect
+from dagrun.cache_keys import task_input_hash, validate_cache_options  # noqa: F401 - `dagrun.tasks.task_input_hash`, as in Prefect
 from dagrun.context import current_flow_run, current_task_run
 from dagrun.errors import ConfigError, DagrunError
 from dagrun.futures import TaskFuture, unmapped
@@ -166,10 +166,15 @@ class Task(Generic[P, R]):
             self, outer.flow_run_id if outer else None, outer.flow_run_name if outer else None, log_prints
         )
         run_id = uuid.uuid4().hex
-        return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else print_log_line)
+        return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else _print_lines_only)
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
+
+
+def _print_lines_only(line: dict) -> None:
+    """Log sink of a task run outside any flow: prints its log lines (it has no run history)."""
+    print_log_line(line)
 
 
 @overload

@@ -30,7 +30,7 @@ from dagrun.history import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from console_script import DAGRUN  # noqa: E402
+from console_script import DAGRUN, running_server  # noqa: E402
 from real_parts import require_module, require_part  # noqa: E402
 from test_server_api import History, new_id, record_history, started  # noqa: E402
 
@@ -486,7 +486,7 @@ def test_with_a_token_the_dashboards_buttons_still_work(page: Any, database: Any
     """Token mode refuses a POST without X-Dagrun-Request even with the session cookie; the
     dashboard's own Cancel and Pause buttons send it, so they keep working."""
     from test_deployments import flows_module
-    from test_server_api import TOKEN, dagrun_server
+    from test_server_api import TOKEN
 
     from dagrun.deployments import DeploymentStore, make_deployment
 
@@ -496,8 +496,8 @@ def test_with_a_token_the_dashboards_buttons_still_work(page: Any, database: Any
     weekly = make_deployment(flows_module(tmp_path)["doubler"], name="weekly", cron="0 3 * * 1")
     with DeploymentStore(store.path) as deployments:
         deployments.register([weekly], datetime.now(UTC))
-        process, port = dagrun_server(store.path, "0.0.0.0", TOKEN)
-        try:
+        env = {**os.environ, "DAGRUN_SERVER_TOKEN": TOKEN}
+        with running_server("--database", str(store.path), "--host", "0.0.0.0", env=env) as (_, port):
             base = f"http://127.0.0.1:{port}/"
             page.goto(f"{base}?token={TOKEN}")  # the login: a session cookie, the token dropped
             assert page.url == base
@@ -513,6 +513,21 @@ def test_with_a_token_the_dashboards_buttons_still_work(page: Any, database: Any
             card.get_by_role("button", name="Pause").click()
             expect(card.locator(".paused-badge")).to_be_visible()
             assert deployments.get("weekly")["paused"] is True
-        finally:
-            process.terminate()
-            process.communicate(timeout=30)
+
+
+def test_task_run_traceback_shows_the_users_code_with_a_full_traceback_toggle(
+    page: Any, server: DashboardServer, real_run: str
+) -> None:
+    page.goto(f"{server.url}#/runs/{real_run}")
+    node(page, "parse").click()
+    trace = page.locator(".error-panel pre.traceback")
+    expect(trace).to_contain_text(f'File "{__file__}"')
+    expect(trace).to_contain_text('raise ValueError("bad row 7")')
+    runner = os.path.join("dagrun", "runner.py")
+    expect(trace).not_to_contain_text(runner)
+    toggle = page.get_by_role("button", name="Full traceback")
+    toggle.click()
+    expect(trace).to_contain_text(runner)
+    expect(trace).to_contain_text('raise ValueError("bad row 7")')
+    page.get_by_role("button", name="Your code only").click()
+    expect(trace).not_to_contain_text(runner)

@@ -272,16 +272,19 @@ def test_the_engines_state_after_the_workers_same_final_state_writes_nothing_mor
     assert history.task_run()["states"] == ["Pending", "Running"]
     history.live.worker_events([
         AttemptFailed(
-            "flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "OSError: disk", "Traceback ...", retrying=False, worker=WORKER
+            "flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "OSError: disk", "Traceback ...", "Traceback (full) ...",
+            retrying=False, worker=WORKER,
         ),
     ])
     history.live.engine_state("a", "Failed", lambda: TaskRunState(
         "a", "Failed", T0 + 5, "OSError: disk", attempt=1, error="OSError: disk", traceback="Traceback ... (note)",
+        full_traceback="Traceback (full) ... (note)",
     ))
     run = history.task_run()
     assert run["states"] == ["Pending", "Running", "Failed"]
     assert (run["start_time"], run["end_time"], run["worker"]) == (T0 + 1, T0 + 2, WORKER)
     assert run["traceback"] == "Traceback ... (note)"  # the engine's fuller error wins
+    assert run["full_traceback"] == "Traceback (full) ... (note)"
     assert [(a["start_time"], a["end_time"]) for a in run["attempt_history"]] == [(T0 + 1, T0 + 2)]
 
 
@@ -290,7 +293,7 @@ def test_a_batch_that_starts_and_ends_attempts_writes_only_their_ends_and_ignore
     history.live.worker_events([
         TaskRunStarted("other", "a", 1, T0 + 1, WORKER),  # another driver's run on the same cluster
         TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
-        AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "ValueError: x", "tb", retrying=True, message="Retry"),
+        AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "ValueError: x", "tb", "tb", retrying=True, message="Retry"),
         TaskRunStarted("flow", "a", 2, T0 + 3, WORKER),
         TaskRunFinished("flow", "a", 2, T0 + 1, T0 + 3, T0 + 4, worker=WORKER),
     ])
@@ -305,7 +308,7 @@ def test_a_batch_that_starts_and_ends_attempts_writes_only_their_ends_and_ignore
 
 def test_task_events_survive_the_wire_and_move_to_the_receivers_clock():
     finished = TaskRunFinished("flow", "a", 2, T0 + 1, T0 + 3, T0 + 4, "key", 10, "sum")
-    failed = AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "E: x", "tb", True, "Retry")
+    failed = AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "E: x", "tb", "full tb", True, "Retry")
     for event in (TaskRunStarted("flow", "a", 1, T0), finished, failed):
         wire = msgpack.unpackb(msgpack.packb(encode(event)), raw=False)
         assert decode(wire, WORKER, 0.0) == event._replace(worker=WORKER)

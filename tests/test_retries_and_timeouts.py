@@ -215,3 +215,17 @@ def test_flow_retries_reuse_tasks_completed_in_the_failed_attempt(executor, tmp_
     assert pipeline(4) == 41
     assert Path(expensive_calls).read_text() == "x"  # reused, not recomputed
     assert Path(flaky_calls).read_text() == "xx"
+
+
+def test_task_with_retries_called_outside_a_flow_retries_and_logs(tmp_path, run_logs):
+    counter = str(tmp_path / "attempts")
+
+    @task(retries=2, retry_delay_seconds=0)
+    def flaky_once():
+        attempt = attempt_number(counter)
+        if attempt == 1:
+            raise ConnectionError("refused once")
+        return attempt
+
+    assert flaky_once() == 2
+    assert messages(run_logs) == ["Retry 1/2 of 'flaky_once' in 0.0 s after ConnectionError: refused once"]

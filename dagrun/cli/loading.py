@@ -17,6 +17,7 @@ import cloudpickle
 from dagrun.errors import ConfigError
 from dagrun.flows import Flow
 from dagrun.secrets import is_secret_type
+from dagrun.tracebacks import views_of, was_captured
 from dagrun.user_files import describe_syntax_error, import_file
 
 
@@ -109,8 +110,14 @@ def flow_invocation(
 
 
 def report_failed_run(state: Any) -> None:
-    """One line on stderr for a run that did not complete, then exit 1 (130 if cancelled)."""
+    """One line on stderr for a run that did not complete, then exit 1 (130 if cancelled).
+    An error the flow body raised itself is shown with its traceback from the user's code
+    first (a task's was shown when the task failed)."""
     error = state.exception
+    if error is not None and not was_captured(error) and error.__traceback__ is not None:
+        views = views_of(error)
+        if views.has_user_frames:
+            click.echo(views.user, err=True)
     notes = "; ".join(getattr(error, "__notes__", []))
     detail = f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
     click.echo(f"Flow run {state.name.lower()}: {detail}", err=True)

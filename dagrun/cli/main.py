@@ -1,5 +1,6 @@
 """`dagrun` commands. Each command prints one clear line on error and exits non-zero:
-2 for bad input or configuration, 1 for a failed run, 130 for Ctrl-C."""
+2 for bad input or configuration, 1 for a failed run, 130 for Ctrl-C or `dagrun runs
+cancel`, 143 for SIGTERM."""
 
 from __future__ import annotations
 

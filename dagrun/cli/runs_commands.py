@@ -72,8 +72,9 @@ def runs_ls(flow_name: str | None, state: str | None, limit: int, as_json: bool)
 @runs_group.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def runs_show(run_id: str, as_json: bool) -> None:
-    """One flow run and a table of its task runs."""
+@click.option("--full-traceback", "full", is_flag=True, help="Show tracebacks with dagrun's and Dask's frames.")
+def runs_show(run_id: str, as_json: bool, full: bool) -> None:
+    """One flow run, a table of its task runs, and the tracebacks of its failures."""
     with _store() as store:
         run = store.get_flow_run(_resolve(store, run_id))
     assert run is not None
@@ -92,6 +93,21 @@ def runs_show(run_id: str, as_json: bool) -> None:
         for t in run["task_runs"]
     ]
     _table(["TASK RUN", "STATE", "ATTEMPTS", "DURATION", "CACHED", "ERROR"], rows)
+    _tracebacks(run, "full_traceback" if full else "traceback")
+
+
+def _tracebacks(run: dict, field: str) -> None:
+    """Each failed task run's traceback, then the flow run's unless it is one of those (a task's
+    exception that the flow body re-raised)."""
+    shown = set()
+    for task_run in run["task_runs"]:
+        trace = task_run.get(field) or task_run.get("traceback")
+        if trace and task_run["state"] in ("Failed", "Crashed"):
+            click.echo(f"\nTask run '{task_run['task_run_name']}' failed:\n{trace}")
+            shown.add(trace)
+    trace = run.get(field) or run.get("traceback")
+    if trace and trace not in shown:
+        click.echo(f"\nFlow run '{run['flow_run_name']}' failed:\n{trace}")
 
 
 @runs_group.command("logs")

@@ -73,6 +73,11 @@ class ExecutorSession(ABC):
     def wait_any(self, handles: Sequence[Handle], timeout: float | None) -> None:
         """Block until at least one handle is done or `timeout` expires."""
 
+    def interrupt(self) -> None:
+        """Make every wait, in progress or to come, return at once as if it timed out (the
+        run is being cancelled). Callable from any thread and from a signal handler: it must
+        take no lock. An executor that runs tasks in the caller's thread has nothing to wake."""
+
     @abstractmethod
     def exception(self, handle: Handle) -> BaseException:
         """The exception of a handle whose status is ERROR."""
@@ -92,6 +97,10 @@ class ExecutorSession(ABC):
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         """True when the failure came from the infrastructure, not from user code."""
         return False
+
+    def describe_infrastructure_error(self, exception: BaseException) -> str:
+        """One line saying what failed under a task (e.g. why its worker died)."""
+        return f"{type(exception).__name__}: {exception}"
 
     def scheduler_lost(self, exception: BaseException) -> bool:
         """True when `exception` means the connection to the scheduler was lost."""

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import distributed
 from distributed.deploy import Cluster
 
 from dagrun.errors import ConfigError
@@ -49,9 +50,14 @@ _TYPE_WORDS: Mapping[str, tuple[str, Any]] = {
 _WRAPPER = re.compile(r"(?:typing\.)?(?:optional|union)\[(.*)\]", re.IGNORECASE)
 
 
+# Dask's cluster factories that are functions, not classes: each returns a Cluster.
+_CLUSTER_FACTORIES = frozenset({distributed.SSHCluster})
+
+
 def require_cluster_class(candidate: Any, *, name: str, source: str) -> type[Cluster]:
-    """`candidate` if it is a Dask cluster class; otherwise a ConfigError, before it is called."""
-    if isinstance(candidate, type) and issubclass(candidate, Cluster):
+    """`candidate` if it is a Dask cluster class (or one of Dask's own cluster factories, such
+    as `distributed.SSHCluster`); otherwise a ConfigError, before it is called."""
+    if (isinstance(candidate, type) and issubclass(candidate, Cluster)) or candidate in _CLUSTER_FACTORIES:
         return candidate
     raise ConfigError(
         f"{source}: cluster.class {name!r} is not a Dask cluster class (a subclass of "

@@ -6,15 +6,19 @@ What runs on workers is in `dask_worker` (pickled by reference, so workers impor
 building and checking clusters is in `dask_clusters`.
 
 Before a session runs anything on workers it did not start, it checks their versions against
-the driver's (one Dask version broadcast per flow run). Tasks with `resources=` run only on
-workers that declare them; tags with a concurrency limit hold a `distributed.Semaphore` lease
-per task run (`TagSlots`, shipped once per task in its spec).
+the driver's (one Dask version broadcast per flow run); workers that join later are checked as
+they join (`dask_version_gate`). Tasks with `resources=` run only on workers that declare them;
+tags with a concurrency limit hold a `distributed.Semaphore` lease per task run (`TagSlots`,
+shipped once per task in its spec). A worker's death fails the tasks it was running at once
+(`dask_deaths`), so the engine decides about reruns, under each task's retries, and says why
+the worker died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +28,7 @@ import dask
 import distributed
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
+from distributed.protocol.pickle import dumps
 from distributed.scheduler import KilledWorker
 
 from dagrun.cluster_config import (
@@ -47,12 +52,16 @@ from dagrun.executors.dask_clusters import (
     MANAGED_CLUSTER_CONFIG,
     check_tls_configured,
     check_worker_versions,
+    close_worker_processes,
+    connect_failure,
     cluster_arguments,
     cluster_family,
 )
+from dagrun.executors.dask_deaths import WorkerDeathReasons, sign_up_for_worker_deaths
 from dagrun.executors.dask_event_receiver import EventReceiver
 from dagrun.executors.dask_events import EVENT_TOPIC
-from dagrun.executors.dask_logs import LOG_TOPIC, receive
+from dagrun.executors.dask_logs import LOG_TOPIC, receive, silence_compute_failed
+from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate, fail_waiting_tasks, install_gate, remove_gate
 from dagrun.executors.dask_worker import (
     TagSlots,
     load_on_worker,
@@ -64,17 +73,26 @@ from dagrun.executors.dask_worker import (
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 from dagrun.secrets import known_values
 from dagrun.task_events import TaskEvent
+from dagrun.tracebacks import was_captured
 
+logger = logging.getLogger("dagrun.executors")
 _STATUS = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
 
-async def _wait_done(futures: Sequence[distributed.Future], timeout: float | None, return_when: str) -> None:
+async def _wait_done(
+    futures: Sequence[distributed.Future], timeout: float | None, return_when: str, woken: asyncio.Event
+) -> None:
     """Wait for futures to be done in any way (unlike `distributed.wait`, which raises when
-    one was cancelled: a cancelled task is an outcome the engine classifies itself)."""
+    one was cancelled: a cancelled task is an outcome the engine classifies itself), or until
+    the session is interrupted (`woken` set: the run is being cancelled)."""
     waiters = [asyncio.ensure_future(future._state.wait()) for future in futures]
-    _, not_done = await asyncio.wait(waiters, timeout=timeout, return_when=return_when)
-    for waiter in not_done:
-        waiter.cancel()
+    done = asyncio.ensure_future(asyncio.wait(waiters, return_when=return_when))
+    wake = asyncio.ensure_future(woken.wait())
+    try:
+        await asyncio.wait((done, wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (*waiters, done, wake):
+            waiter.cancel()
 
 
 class DaskSession(ExecutorSession):
@@ -93,9 +111,26 @@ class DaskSession(ExecutorSession):
         self._shared_specs: dict[int, tuple[TaskSpec, SharedSpec, tuple[str, ...]]] = {}
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
+        self._interrupted = False  # set once by `interrupt`, from any thread or a signal handler
+        self._woken = asyncio.Event()  # the same, for waits in progress on the client's loop
+        self._cancelled_tasks = False  # some were cancelled while running: stop workers hard
+        self._deaths = WorkerDeathReasons(client)
+        self._version_gate: str | None = None  # the name of this session's VersionGate, once installed
         client.subscribe_topic(LOG_TOPIC, receive(on_log))
         self._events = EventReceiver(client, on_events)
         client.subscribe_topic(EVENT_TOPIC, self._events)
+        sign_up_for_worker_deaths(client)
+
+    def check_joining_workers(self, driver_versions: Mapping[str, Any], source: str) -> None:
+        """Check each worker that joins from now on: a refused one ends the run (`VersionGate`)."""
+        self.client.subscribe_topic(REFUSED_TOPIC, lambda event: fail_waiting_tasks(self.client, source, event[1]))
+        name = f"dagrun-version-gate-{self.client.id}"
+        try:
+            self.client.run_on_scheduler(install_gate, name=name, plugin=dumps(VersionGate(driver_versions)))
+            self._version_gate = name
+        except Exception as exc:  # noqa: BLE001 - a scheduler with another dagrun: run without the gate
+            self.client.unsubscribe_topic(REFUSED_TOPIC)
+            logger.warning("Workers that join %s later are not version-checked: %s", self.address, exc)
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[distributed.Future]:
         first = submissions[0]
@@ -180,14 +215,21 @@ class DaskSession(ExecutorSession):
 
     def wait(self, handles: Sequence[distributed.Future], timeout: float | None) -> bool:
         pending = [handle for handle in handles if handle.status == "pending"]
-        if pending:
-            self.client.sync(_wait_done, pending, timeout, asyncio.ALL_COMPLETED)
+        if pending and not self._interrupted:
+            self.client.sync(_wait_done, pending, timeout, asyncio.ALL_COMPLETED, self._woken)
         return all(handle.status != "pending" for handle in pending)
 
     def wait_any(self, handles: Sequence[distributed.Future], timeout: float | None) -> None:
         pending = [handle for handle in handles if handle.status == "pending"]
-        if len(pending) == len(handles) and pending:
-            self.client.sync(_wait_done, pending, timeout, asyncio.FIRST_COMPLETED)
+        if len(pending) == len(handles) and pending and not self._interrupted:
+            self.client.sync(_wait_done, pending, timeout, asyncio.FIRST_COMPLETED, self._woken)
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        try:
+            self.client.loop.asyncio_loop.call_soon_threadsafe(self._woken.set)
+        except RuntimeError:  # the client's loop is closed: nothing is waiting on it
+            pass
 
     def exception(self, handle: distributed.Future) -> BaseException:
         if handle.status == "cancelled":
@@ -195,7 +237,12 @@ class DaskSession(ExecutorSession):
             if isinstance(recorded, FutureCancelledError):
                 return recorded
             return FutureCancelledError(handle.key, reason="cancelled", msg=None)
-        return handle.exception()
+        exception = handle.exception()
+        if was_captured(exception):
+            # Its traceback is Dask's rebuild of the worker's frames, without file names or
+            # source lines; the worker's rendering travels with it (see `dagrun.tracebacks`).
+            exception.__traceback__ = None
+        return exception
 
     def scheduler_lost(self, exception: BaseException) -> bool:
         return isinstance(exception, FutureCancelledError) and exception.reason == "scheduler-connection-lost"
@@ -203,9 +250,10 @@ class DaskSession(ExecutorSession):
     def reconnect(self, timeout: float) -> bool:
         """Wait for the client's own reconnection loop (it retries for `connect_timeout`)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._interrupted:
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
+                sign_up_for_worker_deaths(self.client)  # nor its plugins
                 return True
             if self.client.status in ("closing", "closed"):
                 return False
@@ -218,6 +266,7 @@ class DaskSession(ExecutorSession):
     def cancel(self, handles: Iterable[distributed.Future]) -> None:
         pending = [handle for handle in handles if handle.status == "pending"]
         if pending:
+            self._cancelled_tasks = True
             self.client.cancel(pending)
 
     def flush_events(self, timeout: float = 10.0) -> None:
@@ -230,6 +279,11 @@ class DaskSession(ExecutorSession):
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
 
+    def describe_infrastructure_error(self, exception: BaseException) -> str:
+        if isinstance(exception, KilledWorker):
+            return f"KilledWorker: {self._deaths.reason(exception.last_worker)}"
+        return super().describe_infrastructure_error(exception)
+
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster
         self._cluster = None
@@ -237,8 +291,16 @@ class DaskSession(ExecutorSession):
         try:
             client.unsubscribe_topic(LOG_TOPIC)
             client.unsubscribe_topic(EVENT_TOPIC)
+            if self._version_gate is not None:
+                client.unsubscribe_topic(REFUSED_TOPIC)
+                if cluster is None:  # a scheduler that outlives this session keeps no gate of it
+                    client.run_on_scheduler(remove_gate, name=self._version_gate)
         except Exception:  # noqa: BLE001 - the connection may already be gone
             pass
+        if cluster is not None and self._cancelled_tasks:
+            # Cancelling a future does not stop its task's thread; a busy worker would hold up
+            # the close for 4 s (Nanny.close), so it is killed after a short grace instead.
+            close_worker_processes(cluster, grace=0.5)
         client.close()
         if cluster is not None:
             cluster.close()
@@ -256,7 +318,7 @@ class DaskExecutor(Executor):
 
     `worker_env` and `scheduler_options` apply to clusters dagrun starts (see
     `managed_cluster_kwargs`); workers dagrun did not start are checked for matching
-    versions (`check_worker_versions`) when a session starts.
+    versions (`check_worker_versions`) when a session starts, and when they join later.
     """
 
     def __init__(
@@ -334,6 +396,8 @@ class DaskExecutor(Executor):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
             return self._session(client, None, on_log, on_events, check_versions=True)
         cluster_class, kwargs = self.cluster_arguments()
+        if kwargs.get("processes") is False:  # a LocalCluster's threaded workers log here
+            silence_compute_failed()
         with dask.config.set(MANAGED_CLUSTER_CONFIG):
             try:
                 cluster = cluster_class(**kwargs)
@@ -360,9 +424,10 @@ class DaskExecutor(Executor):
         on_events: Callable[[Sequence[TaskEvent]], None] | None, *, check_versions: bool,
     ) -> DaskSession:
         try:
-            if check_versions:
-                check_worker_versions(client, self.source)
+            driver_versions = check_worker_versions(client, self.source) if check_versions else None
             session = DaskSession(client, cluster, on_log, on_events)
+            if driver_versions is not None:
+                session.check_joining_workers(driver_versions, self.source)
             session.reconnect_timeout = self.connect_timeout
             return session
         except BaseException:
@@ -374,14 +439,14 @@ class DaskExecutor(Executor):
     def _unreachable(self, error: OSError) -> ConfigError:
         """One line for a scheduler that did not answer: the address, the timeout and the
         first cause (distributed's own message names neither the config nor the fix)."""
-        cause: BaseException = error
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        reason = f"{type(cause).__name__}: {cause}" if cause is not error else "no answer"
+        reason = connect_failure(error)  # a TLS failure names its own fix
+        hint = "" if reason.startswith("TLS error") else (
+            "; check that the scheduler is running and reachable from here (a cluster config's "
+            "connect_timeout sets how long to wait)"
+        )
         return ConfigError(
             f"{self.source}: cannot connect to the Dask scheduler at {self.address} within "
-            f"{self.connect_timeout:g} s: {reason}; check that the scheduler is running and "
-            "reachable from here (a cluster config's connect_timeout sets how long to wait)"
+            f"{self.connect_timeout:g} s: {reason}{hint}"
         )
 
     def cluster_arguments(self) -> tuple[Any, dict[str, Any]]:

@@ -16,14 +16,18 @@ Python minor version, dagrun and cloudpickle (`check_worker_versions`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import shlex
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import dask
 import distributed
+import psutil
 
 from dagrun.cluster_config import import_cluster_class
 from dagrun.errors import ConfigError
@@ -67,11 +71,12 @@ def _matched_versions(report: Any) -> dict[str, str | None]:
     return {"python": minor, **{name: packages.get(name) for name in _MATCHED_PACKAGES}}
 
 
-def check_worker_versions(client: distributed.Client, source: str) -> None:
+def check_worker_versions(client: distributed.Client, source: str) -> dict[str, Any]:
     """Refuse workers that could not run this driver's tasks (pickled by this Python and
-    cloudpickle, calling this dagrun), before anything is submitted. Workers that join later
-    (adaptive scaling from zero) are not checked; Dask logs its own version warnings for them."""
-    problems = version_mismatches(client.get_versions(packages=["dagrun"]))
+    cloudpickle, calling this dagrun), before anything is submitted; return the driver's own
+    version report. Workers that join later are checked by `dask_version_gate.VersionGate`."""
+    versions = client.get_versions(packages=["dagrun"])
+    problems = version_mismatches(versions)
     if problems:
         raise ConfigError(
             f"{source}: the workers of the scheduler at {client.scheduler.address} do not match "
@@ -79,6 +84,7 @@ def check_worker_versions(client: distributed.Client, source: str) -> None:
             "and cloudpickle on the workers as here (tasks are pickled here and run there); "
             "nothing was submitted"
         )
+    return versions["client"]
 
 
 def check_tls_configured(address: str, source: str) -> None:
@@ -248,3 +254,66 @@ def cluster_arguments(
             "adaptively (it has no adapt() method); remove 'adapt'"
         )
     return cluster_class, kwargs
+
+
+def close_worker_processes(cluster: Any, grace: float) -> None:
+    """Close the worker processes of a local cluster dagrun started, killing those still busy
+    after `grace` seconds (the tasks of a cancelled run): its own close would give each
+    worker 4 s. Workers in threads (`processes: false`) and other clusters are left to it."""
+    nannies = [worker for worker in getattr(cluster, "workers", {}).values() if isinstance(worker, distributed.Nanny)]
+    if not nannies:
+        return
+
+    async def close_all() -> None:
+        await asyncio.gather(*(nanny.close(timeout=grace) for nanny in nannies), return_exceptions=True)
+
+    pids = [nanny.process.process.pid for nanny in nannies
+            if nanny.process is not None and nanny.process.process is not None]
+    nanny_logger = logging.getLogger("distributed.nanny")
+    level = nanny_logger.level
+    nanny_logger.setLevel(logging.ERROR)  # "still alive after 0.4 seconds, killing" is the plan
+    try:
+        cluster.sync(close_all)
+    finally:
+        nanny_logger.setLevel(level)
+    _reap(pids, timeout=5.0)
+
+
+def _reap(pids: list[int], timeout: float) -> None:
+    """Wait until the killed worker processes are really gone (a loaded machine can take a
+    moment), killing any that survived, so the driver never exits before its workers."""
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Why a connection failed, in one line: the root cause (the TLS alert, a reset, a
+    timeout) rather than distributed's wrapper around it."""
+    root = exc
+    while True:  # tornado keeps the socket's own error in `real_error`, not as the cause
+        below = root.__cause__ or getattr(root, "real_error", None) or (
+            None if root.__suppress_context__ else root.__context__
+        )
+        if not isinstance(below, BaseException):
+            break
+        root = below
+    if isinstance(root, ssl.SSLError):
+        # With TLS 1.3 the server checks the client's certificate after the client's side of
+        # the handshake is done: the client reads either the server's alert or just its close.
+        closed = " (the scheduler closed the connection: it may not trust this client's certificate)"
+        return (
+            f"TLS error: {root}{closed if isinstance(root, ssl.SSLEOFError) else ''}; check ca_file, "
+            "cert and key in the cluster config's security block"
+        )
+    return f"{type(root).__name__}: {root}" if str(root) else type(root).__name__

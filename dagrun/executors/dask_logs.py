@@ -13,6 +13,8 @@ that small (at most 1,000 x ~`MAX_BYTES`) where a list of dicts would cost ~1 KB
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -96,3 +98,23 @@ def receive(on_log: Callable[[dict], None]) -> Callable[[tuple[float, Any]], Non
             on_log(payload)
 
     return handle
+
+
+class ComputeFailedFilter(logging.Filter):
+    """Drops distributed's "Compute Failed" worker log of dagrun's task calls: dagrun reports
+    each failure itself, once, with the user's traceback (see `dagrun.tracebacks`), and the
+    workers of the local cluster dagrun starts print on the driver's terminal."""
+
+    _ENTRY_POINTS = re.compile(r"\b(run_on_worker|run_on_worker_with_kwargs|run_after|load_on_worker)\b")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Compute Failed") or not isinstance(record.args, tuple):
+            return True
+        return not any(self._ENTRY_POINTS.search(str(arg)) for arg in record.args[:3])
+
+
+def silence_compute_failed() -> None:
+    """Filter distributed's worker logger in this process (idempotent)."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(existing, ComputeFailedFilter) for existing in logger.filters):
+        logger.addFilter(ComputeFailedFilter())

@@ -17,8 +17,9 @@ from typing import Any
 
 import distributed
 
+from dagrun.errors import TaskExitError
 from dagrun.executors.dask_events import event_batches_of
-from dagrun.executors.dask_logs import batches_of
+from dagrun.executors.dask_logs import batches_of, silence_compute_failed
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
 from dagrun.secrets import mask_record
@@ -32,7 +33,9 @@ def dask_setup(worker: Any) -> None:
     They are the driver's children, in its process group, so a terminal's Ctrl-C reaches them
     too. The driver handles it: it cancels the run, then closes the cluster. A worker dying of
     it mid-task instead prints a traceback and races its nanny's restart against that close.
+    Their "Compute Failed" log of dagrun's tasks is silenced: the driver reports each failure.
     """
+    silence_compute_failed()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -59,8 +62,13 @@ def _forward_event(event: TaskEvent) -> None:
 
 
 def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:
+    """Run the task; a `SystemExit` or `KeyboardInterrupt` from it fails the task run instead
+    of the worker (Dask lets both through its task thread, and the worker process ends)."""
     try:
         return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key, _forward_event)
+    except (SystemExit, KeyboardInterrupt) as exit_request:
+        description = type(exit_request).__name__ + (f": {exit_request}" if str(exit_request) else "")
+        raise TaskExitError(description).with_traceback(exit_request.__traceback__) from None
     finally:
         try:
             batches_of(distributed.get_worker()).flush()  # the run's last lines before its result

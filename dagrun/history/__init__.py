@@ -11,6 +11,7 @@
 | `dialect`     | how a URL names the database; everything specific to SQLite           |
 | `postgres`    | everything specific to PostgreSQL (psycopg, placeholders, locking)    |
 | `parameters`  | parameters as JSON, secrets masked                                    |
+| `drivers`     | whether a run's driver process is gone, seen from its own machine     |
 
 This package sits below the engine: it imports nothing from the engine, the executors or
 the CLI, and it is the only place that imports `sqlite3` (and, when a PostgreSQL URL is used,

@@ -57,6 +57,8 @@ class FlowRunStarted:
     pass a dict the flow will not mutate, since the writer thread encodes it later.
     `lease_seconds` is how long the run may go without a heartbeat before it is `Crashed`.
     `deployment` and `slot` name the deployment and schedule slot that started the run.
+    `process_space` and `process_start` let a reader on the driver's machine see that the
+    driver died without waiting for the lease (see `dagrun.history.drivers`).
     """
 
     flow_run_id: str
@@ -73,6 +75,8 @@ class FlowRunStarted:
     deployment: str | None = None
     slot: str | None = None
     lease_seconds: float = 30.0
+    process_space: str | None = None
+    process_start: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,8 @@ class FlowRunState:
     timestamp: float
     message: str = ""
     error: str | None = None
-    traceback: str | None = None
+    traceback: str | None = None  # the user's view (see `dagrun.tracebacks`)
+    full_traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ class TaskRunState:
     start_time: float | None = None
     end_time: float | None = None
     cache_key: str | None = None
+    full_traceback: str | None = None  # `traceback` is the user's view (see `dagrun.tracebacks`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +138,8 @@ class TaskRunAttempt:
     start_time: float | None
     end_time: float | None
     error: str | None = None
-    traceback: str | None = None
+    traceback: str | None = None  # the user's view (see `dagrun.tracebacks`)
+    full_traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,7 @@ class TaskRunDetails:
     result_size: int | None = None
     error: str | None = None
     traceback: str | None = None
+    full_traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import statistics
 from typing import Any
 
+from dagrun.history.drivers import driver_is_gone, process_space
 from dagrun.history.events import ACTIVE_STATE_NAMES, FINAL_STATE_NAMES
 
 Row = dict[str, Any]
@@ -26,11 +28,11 @@ _FLOW_RUN_SUMMARY = (
 _FLOW_RUN_DETAIL = (
     _FLOW_RUN_SUMMARY
     + ", parent_task_run_id, executor, address, host, pid, heartbeat, lease_seconds, "
-    "cancel_requested, error, traceback"
+    "cancel_requested, error, traceback, full_traceback"
 )
 _TASK_RUN_COLUMNS = (
     "id, flow_run_id, task_name, task_run_name, state, message, created, start_time, end_time, "
-    "attempts, cache_key, cache_hit, worker, result_size, error, traceback"
+    "attempts, cache_key, cache_hit, worker, result_size, error, traceback, full_traceback"
 )
 
 
@@ -105,14 +107,14 @@ def task_run(connection: Any, task_run_id: str) -> Row | None:
     ]
     run = _task_run(row, upstream)
     attempts = connection.execute(
-        "SELECT attempt, start_time, end_time, error, traceback FROM task_run_attempts "
+        "SELECT attempt, start_time, end_time, error, traceback, full_traceback FROM task_run_attempts "
         "WHERE task_run_id = ? ORDER BY attempt",
         (task_run_id,),
     ).fetchall()
     if not attempts and row["start_time"] is not None:
         # A run whose first attempt succeeded (or is running) is its own single attempt: no row.
         attempts = [{"attempt": 1, "start_time": row["start_time"], "end_time": row["end_time"],
-                     "error": row["error"], "traceback": row["traceback"]}]
+                     "error": row["error"], "traceback": row["traceback"], "full_traceback": row["full_traceback"]}]
     run["attempt_history"] = [attempt | {"duration": _duration(attempt)} for attempt in attempts]
     run["state_history"] = _state_history(connection, row["flow_run_id"], task_run_id)
     return run
@@ -187,14 +189,25 @@ def flow_stats(connection: Any) -> list[Row]:
     return result
 
 
-def expired_lease_exists(connection: Any, now: float) -> bool:
-    """Whether some unfinished flow run's heartbeat lease has run out (a cheap check)."""
-    row = connection.execute(
-        f"SELECT id FROM flow_runs WHERE state IN ({_ACTIVE}) AND heartbeat + lease_seconds < ? "
-        "LIMIT 1",
-        (*ACTIVE_STATE_NAMES, now),
-    ).fetchone()
-    return row is not None
+def lost_flow_runs(connection: Any, now: float) -> list[Row]:
+    """Unfinished flow runs whose driver is lost: its lease ran out, or it ran in this
+    machine's process space (see `drivers`) and its process is gone. Cheap: it reads only
+    the few runs in a non-final state, and looks up only this machine's drivers.
+
+    A run a `dagrun serve` started is left to its service, which settles it with how its
+    process ended (exit code, last output); only its lease ends it without the service."""
+    space = process_space()
+    rows = connection.execute(
+        "SELECT id, heartbeat, lease_seconds, host, pid, process_start FROM flow_runs "
+        f"WHERE state IN ({_ACTIVE}) AND (heartbeat + lease_seconds < ? OR "
+        "(host = ? AND process_space = ? AND pid IS NOT NULL AND process_start IS NOT NULL "
+        "AND deployment IS NULL))",
+        (*ACTIVE_STATE_NAMES, now, socket.gethostname(), space),
+    ).fetchall()
+    return [
+        row for row in rows
+        if row["heartbeat"] + row["lease_seconds"] < now or driver_is_gone(row["pid"], row["process_start"])
+    ]
 
 
 def ids_with_prefix(connection: Any, table: str, prefix: str, limit: int) -> list[str]:

@@ -26,6 +26,7 @@ from dagrun.history.events import (
     state_name,
 )
 from dagrun.history.parameters import encode_parameters
+from dagrun.history.queries import lost_flow_runs
 
 _ACTIVE = ", ".join("?" * len(ACTIVE_STATE_NAMES))
 
@@ -45,13 +46,14 @@ def record_flow_runs_started(connection: Any, events: Sequence[FlowRunStarted]) 
     connection.executemany(
         "INSERT INTO flow_runs (id, flow_name, flow_run_name, state, state_time, message, "
         "parameters, start_time, parent_flow_run_id, parent_task_run_id, executor, address, "
-        "host, pid, deployment, slot, heartbeat, lease_seconds) "
-        "VALUES (?, ?, ?, 'Running', ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "host, pid, deployment, slot, heartbeat, lease_seconds, process_space, process_start) "
+        "VALUES (?, ?, ?, 'Running', ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         # The same run started again (a driver resuming it) is running again, not a new row.
         "ON CONFLICT (id) DO UPDATE SET state = 'Running', state_time = excluded.state_time, "
         "end_time = NULL, executor = excluded.executor, address = excluded.address, "
         "host = excluded.host, pid = excluded.pid, heartbeat = excluded.heartbeat, "
-        "lease_seconds = excluded.lease_seconds",
+        "lease_seconds = excluded.lease_seconds, process_space = excluded.process_space, "
+        "process_start = excluded.process_start",
         [
             (
                 str(event.flow_run_id),
@@ -70,6 +72,8 @@ def record_flow_runs_started(connection: Any, events: Sequence[FlowRunStarted]) 
                 _text(event.slot),
                 float(event.start_time),
                 float(event.lease_seconds),
+                _text(event.process_space),
+                _real(event.process_start),
             )
             for event in events
         ],
@@ -87,6 +91,7 @@ def record_flow_run_states(connection: Any, events: Sequence[FlowRunState]) -> N
         final = state in FINAL_STATE_NAMES
         timestamp = float(event.timestamp)
         error, traceback = _text(event.error), _text(event.traceback)
+        full_traceback = _text(event.full_traceback)
         rows.append(
             (
                 state,
@@ -97,13 +102,15 @@ def record_flow_run_states(connection: Any, events: Sequence[FlowRunState]) -> N
                 # the error; a non-final state only adds one.
                 int(final), error, error,
                 int(final), traceback, traceback,
+                int(final), full_traceback, full_traceback,
                 str(event.flow_run_id),
             )
         )
     connection.executemany(
         "UPDATE flow_runs SET state = ?, state_time = ?, message = ?, end_time = ?, "
         "error = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, error) END, "
-        "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END "
+        "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END, "
+        "full_traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, full_traceback) END "
         "WHERE id = ?",
         rows,
     )
@@ -157,6 +164,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
         if cache_hit is None and state == "Cached":
             cache_hit = True
         error, traceback = _text(event.error), _text(event.traceback)
+        full_traceback = _text(event.full_traceback)
         end_time = _real(event.end_time)
         attempt = _integer(event.attempt)
         rows.append(
@@ -174,6 +182,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
                 int(final), end_time, timestamp, end_time,
                 int(final), error, error,
                 int(final), traceback, traceback,
+                int(final), full_traceback, full_traceback,
                 _text(event.cache_key),
                 str(event.task_run_id),
             )
@@ -187,6 +196,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
         "end_time = CASE WHEN ? = 1 THEN COALESCE(?, end_time, ?) ELSE ? END, "
         "error = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, error) END, "
         "traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, traceback) END, "
+        "full_traceback = CASE WHEN ? = 1 THEN ? ELSE COALESCE(?, full_traceback) END, "
         "cache_key = COALESCE(?, cache_key) "
         "WHERE id = ?",
         rows,
@@ -199,12 +209,13 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
 def record_task_run_attempts(connection: Any, events: Sequence[TaskRunAttempt]) -> None:
     connection.executemany(
         "INSERT INTO task_run_attempts (task_run_id, attempt, start_time, end_time, error, "
-        "traceback) VALUES (?, ?, ?, ?, ?, ?) "
+        "traceback, full_traceback) VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (task_run_id, attempt) DO UPDATE SET "
         "start_time = COALESCE(excluded.start_time, task_run_attempts.start_time), "
         "end_time = COALESCE(excluded.end_time, task_run_attempts.end_time), "
         "error = COALESCE(excluded.error, task_run_attempts.error), "
-        "traceback = COALESCE(excluded.traceback, task_run_attempts.traceback)",
+        "traceback = COALESCE(excluded.traceback, task_run_attempts.traceback), "
+        "full_traceback = COALESCE(excluded.full_traceback, task_run_attempts.full_traceback)",
         [
             (
                 str(event.task_run_id),
@@ -213,6 +224,7 @@ def record_task_run_attempts(connection: Any, events: Sequence[TaskRunAttempt]) 
                 _real(event.end_time),
                 _text(event.error),
                 _text(event.traceback),
+                _text(event.full_traceback),
             )
             for event in events
         ],
@@ -230,14 +242,15 @@ def record_task_run_details(connection: Any, events: Sequence[TaskRunDetails]) -
         attempt = _integer(event.attempt)
         rows.append((
             _text(event.worker), _real(event.start_time), _real(event.end_time), attempt, attempt,
-            _integer(event.result_size), _text(event.error), _text(event.traceback), str(event.task_run_id),
+            _integer(event.result_size), _text(event.error), _text(event.traceback),
+            _text(event.full_traceback), str(event.task_run_id),
         ))
     connection.executemany(
         "UPDATE task_runs SET worker = COALESCE(?, worker), start_time = COALESCE(start_time, ?), "
         "end_time = COALESCE(?, end_time), "
         "attempts = CASE WHEN attempts < ? THEN ? ELSE attempts END, "
         "result_size = COALESCE(?, result_size), error = COALESCE(?, error), "
-        "traceback = COALESCE(?, traceback) WHERE id = ?",
+        "traceback = COALESCE(?, traceback), full_traceback = COALESCE(?, full_traceback) WHERE id = ?",
         rows,
     )
 
@@ -271,19 +284,19 @@ def record_heartbeats(connection: Any, events: Sequence[Heartbeat]) -> None:
 
 
 def crash_lost_runs(connection: Any, now: float) -> int:
-    """Mark `Crashed` every unfinished flow run whose lease expired, and its open task runs."""
-    lost = connection.execute(
-        "SELECT id, heartbeat, lease_seconds, host, pid FROM flow_runs "
-        f"WHERE state IN ({_ACTIVE}) AND heartbeat + lease_seconds < ?",
-        (*ACTIVE_STATE_NAMES, now),
-    ).fetchall()
+    """Mark `Crashed` every unfinished flow run whose driver is gone (seen from its own
+    machine) or whose lease expired, and its open task runs."""
+    lost = lost_flow_runs(connection, now)
     for run in lost:
         last_seen = run["heartbeat"]
         driver = f"pid {run['pid']} on {run['host']}" if run["host"] else "its driver"
-        message = (
-            f"Crashed: the driver ({driver}) stopped sending heartbeats; the run was last "
-            f"seen {now - last_seen:.1f} s ago and its lease is {run['lease_seconds']:g} s"
-        )
+        if run["heartbeat"] + run["lease_seconds"] >= now:  # its process is gone
+            message = f"Crashed: the driver ({driver}) is gone; it ended without recording a final state"
+        else:
+            message = (
+                f"Crashed: the driver ({driver}) stopped sending heartbeats; the run was last "
+                f"seen {now - last_seen:.1f} s ago and its lease is {run['lease_seconds']:g} s"
+            )
         task_message = "Crashed: its flow run's driver died"
         open_tasks = (run["id"], *ACTIVE_STATE_NAMES)
         connection.execute(

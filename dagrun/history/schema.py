@@ -10,11 +10,13 @@ a released migration is never edited, a change is a new migration.
 Tables (times are epoch seconds, states are `StateType` names):
 
     flow_runs          one row per flow run; `heartbeat` + `lease_seconds` say when its
-                       driver was last known alive; `cancel_requested` is set by the CLI
+                       driver was last known alive, `host`, `pid`, `process_space` and
+                       `process_start` which process it is; `cancel_requested` is set by the CLI
     task_runs          one row per task run, `attempts` is the number of attempts so far
     task_run_upstream  dependency edges: task run -> upstream task run, in argument order
     states             every state a flow run (task_run_id NULL) or task run entered
     task_run_attempts  one row per attempt of a task run, with its error and traceback
+                       (`traceback` is the user's view, `full_traceback` every frame: migration 5)
     logs               log lines of flow runs and their task runs, in arrival order
 
 Deployments (migration 3, see `dagrun.deployments`):
@@ -248,6 +250,27 @@ MIGRATIONS: tuple[Migration, ...] = (
                 max_running INTEGER NOT NULL,
                 updated DOUBLE PRECISION NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        5,
+        "the driver's process space and start time, to see a dead driver without its lease",
+        (
+            # Boot id and PID namespace, in which `pid` started at `process_start` is the
+            # driver (see `dagrun.history.drivers`).
+            "ALTER TABLE flow_runs ADD COLUMN process_space TEXT",
+            "ALTER TABLE flow_runs ADD COLUMN process_start DOUBLE PRECISION",
+        ),
+    ),
+    Migration(
+        6,
+        "full tracebacks beside the user's view",
+        (
+            # `traceback` holds the user's view (their frames first, see `dagrun.tracebacks`);
+            # `full_traceback` every frame, dagrun's and Dask's included.
+            "ALTER TABLE flow_runs ADD COLUMN full_traceback TEXT",
+            "ALTER TABLE task_runs ADD COLUMN full_traceback TEXT",
+            "ALTER TABLE task_run_attempts ADD COLUMN full_traceback TEXT",
         ),
     ),
 )

@@ -10,8 +10,8 @@ same way (see `dagrun.history.postgres`).
 
 Each thread gets its own connection (a connection is not safe to share between threads
 mid-transaction); `close()` closes all of them. No run stays unfinished forever: a run whose
-driver stopped renewing its heartbeat lease is marked `Crashed` when history is read, and
-when another run starts.
+driver stopped renewing its heartbeat lease, or whose driver process is seen gone from its own
+machine, is marked `Crashed` when history is read, and when another run starts.
 
     store = HistoryStore.from_env()            # $DAGRUN_DATABASE_URL or $DAGRUN_HOME/dagrun.db
     store.list_flow_runs(flow_name="etl", state="failed", limit=10)
@@ -331,7 +331,9 @@ class HistoryStore:
     def _mark_lost_runs_if_any(self) -> None:
         now = time.time()
         try:
-            if queries.expired_lease_exists(self._connection(), now):
+            with self.read_transaction() as connection:
+                lost = queries.lost_flow_runs(connection, now)
+            if lost:
                 self.mark_lost_runs(now)
         except self._database.Error as exc:
             # A read-only copy (the dashboard's, a backup) cannot be corrected: show it as is.

@@ -207,3 +207,26 @@ export function replaceQuery(values) {
   const text = query.toString();
   history.replaceState(null, "", `#${path}${text ? `?${text}` : ""}`);
 }
+
+// The error panel of a failed run: the traceback from the user's code first, and a button
+// that switches to the full one (dagrun's and Dask's frames too) when the history has it.
+export function errorPanel(error, traceback, fullTraceback) {
+  if (!error && !traceback) return null;
+  const pre = traceback ? h("pre", { class: "traceback", "data-view": "user" }, traceback) : null;
+  let toggle = null;
+  if (pre && fullTraceback && fullTraceback !== traceback) {
+    toggle = h("button", {
+      type: "button", class: "link traceback-toggle", "aria-pressed": "false",
+      onclick: () => {
+        const full = pre.dataset.view === "user";
+        pre.dataset.view = full ? "full" : "user";
+        pre.textContent = full ? fullTraceback : traceback;
+        toggle.textContent = full ? "Your code only" : "Full traceback";
+        toggle.setAttribute("aria-pressed", String(full));
+      },
+    }, "Full traceback");
+  }
+  return h("section", { class: "panel error-panel" },
+    h("h2", null, "Error"), h("p", { class: "error-text" }, error || ""),
+    pre ? h("details", { open: true }, h("summary", null, "Traceback"), toggle, pre) : null);
+}

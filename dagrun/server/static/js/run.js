@@ -3,8 +3,8 @@
 // and updates in place (graph colours, timeline, counts) without a reload.
 
 import {
-  ACTIVE_STATES, STATE_PRIORITY, STATES, countStates, elapsed, errorMessage, formatDuration,
-  formatTime, getJSON, h, pageHeader, poll, postJSON, shortId, stateBadge, stateCounts,
+  ACTIVE_STATES, STATE_PRIORITY, STATES, countStates, elapsed, errorMessage, errorPanel,
+  formatDuration, formatTime, getJSON, h, pageHeader, poll, postJSON, shortId, stateBadge, stateCounts,
 } from "./api.js";
 import { Timeline } from "./gantt.js";
 import { DependencyGraph } from "./graph.js";
@@ -110,10 +110,7 @@ function runDetails(run) {
         ? h("table", { class: "kv" }, parameters.map(([name, value]) =>
           h("tr", null, h("th", null, name), h("td", { class: "mono" }, JSON.stringify(value)))))
         : h("p", { class: "muted" }, "No parameters.")),
-    run.error || run.traceback ? h("section", { class: "panel error-panel" },
-      h("h2", null, "Error"), h("p", { class: "error-text" }, run.error || run.message),
-      run.traceback ? h("details", { open: true }, h("summary", null, "Traceback"),
-        h("pre", { class: "traceback" }, run.traceback)) : null) : null,
+    run.error || run.traceback ? errorPanel(run.error || run.message, run.traceback, run.full_traceback) : null,
     run.subflow_runs && run.subflow_runs.length ? h("section", { class: "panel" },
       h("h2", null, "Subflow runs"), h("ul", null, run.subflow_runs.map((sub) =>
         h("li", null, h("a", { href: `#/runs/${sub.id}` }, sub.flow_run_name), " ", stateBadge(sub.state)))))

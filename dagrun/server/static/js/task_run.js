@@ -1,8 +1,9 @@
 // Task run: its state, timings, worker, result size and cache key; each attempt with its
-// error; its upstream task runs; the traceback; and its own log lines.
+// error; its upstream task runs; the traceback (the user's code first, the full one on a
+// toggle); and its own log lines.
 
 import {
-  ACTIVE_STATES, elapsed, errorMessage, formatBytes, formatClock, formatDuration, formatTime,
+  ACTIVE_STATES, elapsed, errorMessage, errorPanel, formatBytes, formatClock, formatDuration, formatTime,
   getJSON, h, pageHeader, poll, shortId, stateBadge,
 } from "./api.js";
 import { LogStream } from "./logs.js";
@@ -84,9 +85,6 @@ function render(taskRun) {
         h("ol", { class: "states" }, (taskRun.state_history || []).map((entry) =>
           h("li", null, stateBadge(entry.state), " ", h("span", { class: "mono muted" }, formatClock(entry.timestamp)),
             entry.message ? ` ${entry.message}` : ""))))),
-    taskRun.error || taskRun.traceback ? h("section", { class: "panel error-panel" },
-      h("h2", null, "Error"), h("p", { class: "error-text" }, taskRun.error || ""),
-      taskRun.traceback ? h("details", { open: true }, h("summary", null, "Traceback"),
-        h("pre", { class: "traceback" }, taskRun.traceback)) : null) : null,
+    errorPanel(taskRun.error, taskRun.traceback, taskRun.full_traceback),
   ];
 }

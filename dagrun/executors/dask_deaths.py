@@ -1,0 +1,127 @@
+"""What happens to a dagrun task whose worker dies under it, and how the run learns why.
+
+Policy: Dask reruns a task whose worker died on another worker, up to
+`distributed.scheduler.allowed-failures` (3) times, so a task that kills its worker
+(`os._exit`, a segfault, its memory limit) takes down 4 of them per submission, each losing
+the results held there; and the history never hears of the reruns. dagrun wants one death per
+attempt, counted against the task's own retries. So its clients sign up with `WorkerDeaths`,
+a scheduler plugin that marks each task they submit as having used up Dask's allowance: the
+first death of its worker fails the task with `KilledWorker`, and dagrun decides whether to
+submit it again (`task_runs`). The scheduler's setting is left alone: other clients of the
+same cluster keep Dask's behaviour, and nothing needs configuring on a remote scheduler.
+(The scheduler's own log still says "marked as failed because 4 workers died": it counts
+from the allowance.)
+
+Every task of a signed-up client that the dead worker held fails with it, also those waiting
+their turn there: the scheduler knows which tasks a worker holds, not which one was running
+(its heartbeats lag; finished tasks may be unreported) nor which one killed it. Dask counts a
+death against each of them too.
+
+Why a worker died is known to its nanny: when it ends a worker for exceeding its memory limit
+it logs a `worker-restart-memory` event with the scheduler. `death_reason` finds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import distributed
+from dask.utils import format_bytes
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+MEMORY_TOPIC = "worker-restart-memory"  # logged by the nanny (distributed.worker_memory)
+REASON_WAIT = 0.5  # seconds a nanny's account of a worker death may trail the death
+logger = logging.getLogger("dagrun.executors")
+
+
+class WorkerDeaths(SchedulerPlugin):
+    """Tasks of signed-up clients fail with `KilledWorker` on their worker's first death."""
+
+    name = "dagrun-worker-deaths"
+
+    def __init__(self) -> None:
+        self.clients: set[str] = set()
+
+    def update_graph(self, scheduler: Any, *, client: str, tasks: list, **kwargs: Any) -> None:
+        if client not in self.clients:
+            return
+        # `remove_worker` fails a processing task once `suspicious > allowed_failures`;
+        # counting from the allowance makes that the first death.
+        allowed = scheduler.allowed_failures
+        for key in tasks:
+            task = scheduler.tasks.get(key)
+            if task is not None and task.suspicious < allowed:
+                task.suspicious = allowed
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        self.clients.discard(client)
+
+
+def install_worker_deaths(dask_scheduler: Any, client: str) -> None:
+    """Sign `client` up, adding the plugin unless the scheduler has it (run with
+    `run_on_scheduler`)."""
+    plugin = dask_scheduler.plugins.get(WorkerDeaths.name)
+    if plugin is None:
+        plugin = WorkerDeaths()
+        dask_scheduler.add_plugin(plugin)
+    plugin.clients.add(client)
+
+
+def sign_up_for_worker_deaths(client: distributed.Client) -> None:
+    """One worker death per attempt for `client`'s tasks; a scheduler that cannot import
+    this module (another dagrun there) keeps Dask's own reruns, with a warning."""
+    try:
+        client.run_on_scheduler(install_worker_deaths, client=client.id)
+    except Exception as exc:  # noqa: BLE001 - the run works without it, as plain Dask does
+        logger.warning(
+            "The Dask scheduler at %s cannot run dagrun's worker-deaths plugin (%s: %s): a task "
+            "whose worker dies is rerun by Dask on other workers, not under its retries. "
+            "Install this driver's dagrun next to the scheduler.",
+            client.scheduler.address, type(exc).__name__, exc,
+        )
+
+
+class WorkerDeathReasons:
+    """Why each dead worker died, asked once per worker: it may have held thousands of the
+    session's tasks, each failing with its own `KilledWorker`."""
+
+    def __init__(self, client: distributed.Client) -> None:
+        self._client = client
+        self._reasons: dict[str, str] = {}  # dead worker's address -> why it died
+
+    def reason(self, worker: Any) -> str:
+        address = getattr(worker, "address", None) or "(unknown)"
+        reason = self._reasons.get(address)
+        if reason is None:
+            reason = self._reasons[address] = death_reason(self._client, worker, wait=REASON_WAIT)
+        return reason
+
+
+def death_reason(client: distributed.Client, worker: Any, wait: float) -> str:
+    """Why `worker` (a `KilledWorker`'s `last_worker`) died, as the end of a sentence.
+
+    The nanny logs a memory kill as it terminates the worker, so its event may reach the
+    scheduler just after the worker's connection drops: it is looked for up to `wait` s.
+    """
+    address = getattr(worker, "address", None)
+    deadline = time.monotonic() + wait
+    while address is not None:
+        try:
+            events = client.get_events(MEMORY_TOPIC)
+        except Exception:  # noqa: BLE001 - the scheduler is going too: the reason stays unknown
+            break
+        for _, event in events:
+            if isinstance(event, dict) and event.get("worker") == address:
+                limit = getattr(worker, "memory_limit", None)
+                of = f" of {format_bytes(limit)}" if limit else ""
+                used = f" ({format_bytes(event['rss'])} in use)" if event.get("rss") else ""
+                return (
+                    f"its worker {address} was ended by its nanny for reaching its memory limit{of}{used}; "
+                    "give workers a larger memory_limit or make the task use less memory"
+                )
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)  # the event arrives through the scheduler; there is nothing to wait on
+    return f"its worker {address or '(unknown)'} died"
