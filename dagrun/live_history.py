@@ -23,6 +23,7 @@ on the executor's thread, final states on the engine's; one lock orders what eac
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from dagrun.states import StateType
 from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished, TaskRunStarted
 
 _RUNNING, _COMPLETED, _FAILED = StateType.RUNNING.value, StateType.COMPLETED.value, StateType.FAILED.value
+_CRASHED = StateType.CRASHED.value
 # Final states the engine may record before the task's worker has reported its end.
 _WORKER_MAY_REPORT = frozenset(
     state.value for state in (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED)
@@ -47,7 +49,9 @@ class LiveTaskRuns:
         self._flow_runs: set[str] = set()
         self._worker_final: dict[str, str] = {}  # task run -> final state its worker's report wrote
         self._engine_final: dict[str, str] = {}  # task run -> final state the engine wrote first
-        self._started: dict[str, tuple[int, float]] = {}  # task run -> (attempt, start) now running
+        self._started: dict[str, tuple[int, float, str | None]] = {}  # run -> its running attempt, start, worker
+        self._ended: dict[str, float] = {}  # task run -> when its worker reported its end
+        self._lost_on: dict[str, str] = {}  # task run -> the worker its last lost attempt ran on
         # task run -> attempts made before its current submission (each lost with a worker):
         # a resubmitted run's worker counts its attempts from 1 again.
         self._earlier: dict[str, int] = {}
@@ -64,13 +68,16 @@ class LiveTaskRuns:
                 if event.flow_run_id not in self._flow_runs:
                     continue
                 task_run_id = event.task_run_id
+                if self._is_stale(event):
+                    continue
                 running.pop(task_run_id, None)
                 earlier = self._earlier.get(task_run_id)
                 if earlier:
                     event = event._replace(attempt=event.attempt + earlier)
                 kind = type(event)
                 if kind is TaskRunStarted:
-                    self._started[task_run_id] = (event.attempt, event.start_time)
+                    self._ended.pop(task_run_id, None)
+                    self._started[task_run_id] = (event.attempt, event.start_time, event.worker)
                     if task_run_id not in self._engine_final:
                         self._worker_final.pop(task_run_id, None)  # submitted again, running again
                         running[task_run_id] = event
@@ -82,6 +89,20 @@ class LiveTaskRuns:
                 self._submit(TaskRunState(
                     event.task_run_id, _RUNNING, event.start_time, attempt=event.attempt, worker=event.worker
                 ))
+
+    def _is_stale(self, event: TaskEvent) -> bool:
+        """Whether `event` comes from a submission that is over: from the worker a lost attempt
+        ran on, from a worker other than the one running the run now, or from before its end."""
+        task_run_id = event.task_run_id
+        if event.worker is not None and self._lost_on.get(task_run_id) == event.worker:
+            return True
+        ended = self._ended.get(task_run_id)
+        if type(event) is TaskRunStarted:
+            return ended is not None and event.start_time < ended
+        if ended is not None:
+            return True  # its end is already recorded
+        running = self._started.get(task_run_id)
+        return running is not None and event.worker is not None and running[2] != event.worker
 
     def _attempt_failed(self, event: AttemptFailed) -> None:
         self._submit(TaskRunAttempt(
@@ -95,7 +116,7 @@ class LiveTaskRuns:
                     attempt=event.attempt, worker=event.worker, start_time=event.run_start_time,
                 ))
             return
-        self._ended(event, TaskRunState(
+        self._run_ended(event, TaskRunState(
             event.task_run_id, _FAILED, event.end_time, event.error, attempt=event.attempt,
             error=event.error, traceback=event.traceback, full_traceback=event.full_traceback, worker=event.worker,
             start_time=event.run_start_time, end_time=event.end_time,
@@ -104,16 +125,17 @@ class LiveTaskRuns:
     def _finished(self, event: TaskRunFinished) -> None:
         if event.attempt > 1:  # the earlier attempts failed: this one gets its row too
             self._submit(TaskRunAttempt(event.task_run_id, event.attempt, event.start_time, event.end_time))
-        self._ended(event, TaskRunState(
+        self._run_ended(event, TaskRunState(
             event.task_run_id, _COMPLETED, event.end_time, attempt=event.attempt, worker=event.worker,
             cache_hit=False if event.cache_key else None, result_size=event.size,
             start_time=event.run_start_time, end_time=event.end_time, cache_key=event.cache_key,
         ))
 
-    def _ended(self, event: AttemptFailed | TaskRunFinished, state: TaskRunState) -> None:
+    def _run_ended(self, event: AttemptFailed | TaskRunFinished, state: TaskRunState) -> None:
         """The worker's end of a run: its final state, or details if the engine was first."""
         self._started.pop(event.task_run_id, None)
         self._earlier.pop(event.task_run_id, None)
+        self._ended[event.task_run_id] = event.end_time
         if self._engine_final.pop(event.task_run_id, None) is None:
             self._worker_final[event.task_run_id] = state.state
             self._submit(state)
@@ -140,8 +162,16 @@ class LiveTaskRuns:
                         full_traceback=event.full_traceback,
                     ))
                 return
-            self._started.pop(task_run_id, None)
-            self._submit(build())
+            event = build()
+            running = self._started.pop(task_run_id, None)
+            if state == _CRASHED:  # its last attempt ended with the infrastructure
+                attempt = self._earlier.get(task_run_id, 0) + 1
+                self._submit(TaskRunAttempt(
+                    task_run_id, attempt, running[1] if running else None, event.timestamp, event.error,
+                    event.traceback, event.full_traceback,
+                ))
+                event = dataclasses.replace(event, attempt=attempt)
+            self._submit(event)
             if reported is None and state in _WORKER_MAY_REPORT:
                 self._engine_final[task_run_id] = state
 
@@ -150,8 +180,12 @@ class LiveTaskRuns:
         its next worker counts attempts from 1 again (they are numbered on from this one)."""
         with self._lock:
             now = time.time()
-            attempt, start = self._started.pop(task_run_id, None) or (self._earlier.get(task_run_id, 0) + 1, None)
+            attempt, start, worker = self._started.pop(task_run_id, None) or (
+                self._earlier.get(task_run_id, 0) + 1, None, None
+            )
             self._earlier[task_run_id] = attempt
+            if worker is not None:
+                self._lost_on[task_run_id] = worker
             self._submit(TaskRunAttempt(task_run_id, attempt, start, now, error))
             if task_run_id not in self._engine_final:
                 self._submit(TaskRunState(task_run_id, StateType.RETRYING.value, now, f"Resubmitted after {error}"))

@@ -293,7 +293,7 @@ def test_a_batch_that_starts_and_ends_attempts_writes_only_their_ends_and_ignore
     history.live.worker_events([
         TaskRunStarted("other", "a", 1, T0 + 1, WORKER),  # another driver's run on the same cluster
         TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
-        AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "ValueError: x", "tb", "tb", retrying=True, message="Retry"),
+        AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "ValueError: x", "tb", "tb", True, "Retry", WORKER),
         TaskRunStarted("flow", "a", 2, T0 + 3, WORKER),
         TaskRunFinished("flow", "a", 2, T0 + 1, T0 + 3, T0 + 4, worker=WORKER),
     ])
@@ -314,3 +314,27 @@ def test_task_events_survive_the_wire_and_move_to_the_receivers_clock():
         assert decode(wire, WORKER, 0.0) == event._replace(worker=WORKER)
     moved = decode(encode(finished), WORKER, 3600.0)
     assert (moved.run_start_time, moved.start_time, moved.end_time) == (T0 + 1 - 3600, T0 + 3 - 3600, T0 + 4 - 3600)
+
+
+def test_a_lost_workers_late_reports_never_reopen_a_run_that_ran_again_elsewhere():
+    history = History()
+    lost, other = WORKER, "tcp://10.0.0.8:40002"
+    history.live.worker_events([TaskRunStarted("flow", "a", 1, T0 + 1, lost)])
+    history.live.attempt_lost("a", "KilledWorker: its worker died")
+    history.live.worker_events([  # the next worker counts from 1 again
+        TaskRunStarted("flow", "a", 1, T0 + 3, other),
+        TaskRunFinished("flow", "a", 1, T0 + 3, T0 + 3, T0 + 4, worker=other),
+    ])
+    history.live.engine_state("a", "Completed", lambda: TaskRunState("a", "Completed", T0 + 5, attempt=1))
+    history.live.worker_events([  # the frozen worker wakes up and sends what it held
+        TaskRunStarted("flow", "a", 1, T0 + 1, lost),
+        TaskRunFinished("flow", "a", 1, T0 + 1, T0 + 1, T0 + 6, worker=lost),
+        TaskRunStarted("flow", "a", 1, T0 + 2, "tcp://10.0.0.9:40003"),  # started before the end: stale
+    ])
+    run = history.task_run()
+    assert run["states"] == ["Pending", "Running", "Retrying", "Completed"]
+    assert (run["state"], run["worker"], run["attempts"], run["end_time"]) == ("Completed", other, 2, T0 + 4)
+    assert [(a["attempt"], a["start_time"], a["end_time"]) for a in run["attempt_history"]] == [
+        (1, T0 + 1, run["attempt_history"][0]["end_time"]), (2, T0 + 3, T0 + 4),
+    ]
+    assert "KilledWorker" in run["attempt_history"][0]["error"]
