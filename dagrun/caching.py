@@ -34,6 +34,7 @@ from dagrun.cache_keys import CacheKeyContext, task_identity
 from dagrun.config import dagrun_home
 from dagrun.futures import TaskFuture, unmapped
 from dagrun.hashing import hash_struct, hash_value
+from dagrun.private_files import make_directories
 from dagrun.results import EntryInfo, ResultStore
 
 
@@ -104,7 +105,10 @@ class CachePlanner:
             decision = CacheDecision(parts, None, "refresh requested")
         else:
             entry = self.store.info(parts.key)
-            if entry is not None and (entry.expires_at is None or entry.expires_at > time.time()):
+            refusal = None if entry is None else self.store.refusal(entry)
+            if refusal is not None:
+                decision = CacheDecision(parts, None, refusal)
+            elif entry is not None and (entry.expires_at is None or entry.expires_at > time.time()):
                 decision = CacheDecision(parts, entry, "hit")
             elif entry is not None:
                 decision = CacheDecision(parts, None, "expired")
@@ -164,7 +168,7 @@ def _load_explanations(flow_name: str) -> dict[str, Any]:
 def _save_explanations(flow_name: str, data: dict[str, Any]) -> None:
     path = _explanations_path(flow_name)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(path.parent)  # files: NamedTemporaryFile makes them 0600
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
             json.dump(data, handle)
         os.replace(handle.name, path)

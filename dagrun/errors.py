@@ -13,6 +13,7 @@ cases where dagrun itself has something to say.
     ├── CrashedError                the infrastructure failed (worker died, scheduler lost)
     ├── CancelledRunError           the run was cancelled (Ctrl-C, `dagrun runs cancel`)
     ├── TaskExitError               a task raised SystemExit or KeyboardInterrupt on a worker
+    ├── HistoryDamagedError         the run-history database is damaged (exit 2)
     └── ResultStoreError            the result store could not write or read an entry
         ├── IntegrityError          an entry failed its checksum or signature
         └── SerializationError      a value could not be serialized (TypeError)
@@ -80,6 +81,12 @@ class TaskExitError(DagrunError):
     """A task raised `SystemExit` or `KeyboardInterrupt` on a Dask worker; the message is the
     original ("SystemExit: 3"). Dask lets those two end the worker's process (losing every
     result held there), so the task wrapper turns them into this ordinary failure instead."""
+
+
+class HistoryDamagedError(DagrunError):
+    """The run-history database is damaged (or not a database); the message says what to do."""
+
+    exit_code = 2
 
 
 class ResultStoreError(DagrunError):

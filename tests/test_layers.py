@@ -46,6 +46,7 @@ WORKER_SIDE = frozenset({
     "dagrun.hashing",
     "dagrun.log_cap",
     "dagrun.logs",
+    "dagrun.private_files",
     "dagrun.results",
     "dagrun.results.envelope",
     "dagrun.results.keys",

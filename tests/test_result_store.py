@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import threading
@@ -136,12 +137,13 @@ def test_entry_info_and_checksum_match_content_hash(store: ResultStore) -> None:
 
 
 def test_memory_url_round_trip_and_cheap_pickle() -> None:
-    store = ResultStore(f"memory://dagrun-test-{uuid.uuid4().hex}")
+    # Signed: without a key, pickled entries of an fsspec store are not loaded (see below).
+    store = ResultStore(f"memory://dagrun-test-{uuid.uuid4().hex}", signing_key=SIGNING_KEY)
     key = make_key("memory")
     store.put(key, {"x": np.arange(10)}, task_name="remote")
     assert store.info(key).path.startswith("memory://")
     shipped = pickle.dumps(store)
-    assert len(shipped) < 300 and b"MemoryFileSystem" not in shipped
+    assert len(shipped) < 400 and b"MemoryFileSystem" not in shipped
     np.testing.assert_array_equal(pickle.loads(shipped).get(key)["x"], np.arange(10))
     assert [info.key for info in store.entries()] == [key]
     assert store.clear() == 1 and store.lookup(key) is None
@@ -410,6 +412,158 @@ def test_signed_entries_carry_a_payload_mac_bound_to_the_key(tmp_path: Path) -> 
     signature, header, _ = split_entry(entry_file(unsigned, key).read_bytes())
     assert signature == b"" and "payload_mac" not in header
     assert signed.get(key) == unsigned.get(key) == {"x": 1}
+
+
+# --- pickles from stores that others can write ------------------------------------------------
+
+REFUSAL = (
+    "Not loading pickled results from the result store {location}: {why}, so whoever can "
+    "write there could run code here; set DAGRUN_RESULTS_KEY (a secret shared by its users) "
+    "to sign entries, or DAGRUN_RESULTS_TRUST_PICKLE=1 to trust everyone who can write it"
+)
+
+
+@pytest.fixture
+def fresh_refusal_warnings(monkeypatch):
+    """Each test sees the once-per-process refusal warning afresh."""
+    monkeypatch.setattr(store_module, "_warned_refusals", set())
+
+
+def shared_directory(tmp_path: Path, mode: int) -> Path:
+    root = tmp_path / f"shared-{mode:o}"
+    root.mkdir()
+    root.chmod(mode)
+    return root
+
+
+@pytest.mark.parametrize(
+    "where", ["group-writable directory", "world-writable directory", "memory"]
+)
+def test_a_store_others_can_write_refuses_pickles_without_a_key(
+    tmp_path: Path, caplog, fresh_refusal_warnings, monkeypatch, where: str
+) -> None:
+    if where == "memory":
+        location = f"memory://dagrun-shared-{uuid.uuid4().hex}"
+        why = "it is an fsspec store, whose writers dagrun cannot check"
+    else:
+        mode = 0o770 if where.startswith("group") else 0o777
+        root = shared_directory(tmp_path, mode)
+        location, why = str(root), f"the directory {root} is group- or world-writable (mode {mode:04o})"
+    writer = ResultStore(location)  # anyone who can write there, without a key
+    pickled, plain = make_key("pickled"), make_key("plain")
+    flag = tmp_path / "sentinel"
+    writer.put(pickled, Sentinel(flag), task_name="extract")
+    writer.put(plain, {"rows": [1, 2]}, task_name="load")
+
+    reader = ResultStore(location)
+    with caplog.at_level(logging.WARNING, logger="dagrun.results"):
+        assert reader.get(plain) == {"rows": [1, 2]}  # msgpack: loading it runs no code
+        assert reader.lookup(plain) is not None
+        with pytest.raises(CacheMiss, match="pickled entry in a store others can write"):
+            reader.get(pickled)
+        assert reader.lookup(pickled) is None
+        with pytest.raises(CacheMiss):
+            reader.get(pickled)
+    assert not flag.exists()
+    assert [record.getMessage() for record in caplog.records] == [
+        REFUSAL.format(location=location, why=why)
+    ]
+    assert reader.info(pickled) is not None  # left in place for readers who may trust it
+
+    # An explicit opt-in, in the store or from the environment (also on workers: it pickles).
+    monkeypatch.setenv("DAGRUN_RESULTS_TRUST_PICKLE", "1")
+    trusting = pickle.loads(pickle.dumps(ResultStore.from_env(location)))
+    assert trusting.get(pickled) == "pwned" and flag.exists()
+    flag.unlink()
+
+    # With a key, signed entries load: a writer without the key cannot forge them.
+    signed = ResultStore(location, signing_key=SIGNING_KEY)
+    signed.put(pickled, (1, "tuple"), task_name="extract")
+    assert signed.get(pickled) == (1, "tuple")
+
+
+def test_a_private_store_of_this_user_loads_pickles_without_a_key(
+    tmp_path: Path, caplog, fresh_refusal_warnings
+) -> None:
+    root = tmp_path / "mine"
+    store = ResultStore(root)
+    key = make_key("mine")
+    store.put(key, (1, 2), task_name="t")
+    assert stat_mode(root) == 0o700
+    with caplog.at_level(logging.WARNING, logger="dagrun.results"):
+        assert store.get(key) == (1, 2)
+    assert caplog.records == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
+                    reason="giving a file to another user needs root")
+def test_an_entry_owned_by_another_user_is_not_unpickled(
+    tmp_path: Path, caplog, fresh_refusal_warnings
+) -> None:
+    store = ResultStore(tmp_path / "results")
+    key = make_key("foreign")
+    flag = tmp_path / "sentinel"
+    store.put(key, Sentinel(flag), task_name="t")
+    os.chown(entry_file(store, key), 4242, 4242)
+    with caplog.at_level(logging.WARNING, logger="dagrun.results"), pytest.raises(CacheMiss):
+        store.get(key)
+    assert not flag.exists()
+    assert "is owned by another user (uid 4242)" in caplog.text
+
+
+CACHED_FLOWS = """
+from dagrun import flow, task
+
+@task(cache=True)
+def double(x: int) -> int:
+    return 2 * x
+
+@task(cache=True)
+def pair(x: int) -> tuple:
+    return (x, x)  # a tuple: a pickled entry
+
+@flow(name="pipeline")
+def pipeline(x: int = 1):
+    return [double(x), pair(x)]
+"""
+
+
+def test_dagrun_run_on_a_group_writable_store_reuses_only_msgpack_entries_without_a_key(
+    tmp_path: Path,
+) -> None:
+    dagrun = shutil.which("dagrun")
+    assert dagrun, "the dagrun console script is not installed"
+    (tmp_path / "flows.py").write_text(CACHED_FLOWS)
+    root = shared_directory(tmp_path, 0o770)
+    env = {**os.environ, "DAGRUN_RESULTS": str(root)}
+    env.pop("DAGRUN_RESULTS_KEY", None)
+    env.pop("DAGRUN_RESULTS_TRUST_PICKLE", None)
+
+    def run(**extra: str) -> list[str]:
+        result = subprocess.run(
+            [dagrun, "run", "flows.py:pipeline", "-p", "x=5"], cwd=tmp_path, env={**env, **extra},
+            capture_output=True, text=True, timeout=180,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stderr.splitlines()
+
+    def cached(lines: list[str]) -> list[str]:
+        return sorted(re.findall(r"Cached '(\w+)'", "\n".join(lines)))
+
+    assert cached(run()) == []
+    second = run()
+    assert cached(second) == ["double"]  # the pickled entry of 'pair' is recomputed
+    why = f"the directory {root} is group- or world-writable (mode 0770)"
+    assert second.count(REFUSAL.format(location=root, why=why)) == 1
+    keyed = {"DAGRUN_RESULTS_KEY": SIGNING_KEY.decode()}
+    run(**keyed)  # unsigned entries are not trusted with a key set: both are rewritten, signed
+    signed = run(**keyed)
+    assert cached(signed) == ["double", "pair"]
+    assert not any("Not loading" in line for line in signed)
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
 
 
 def test_a_payload_with_a_recomputed_checksum_is_rejected_when_signed(tmp_path: Path) -> None:

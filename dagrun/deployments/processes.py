@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from dagrun.private_files import make_directories, open_append
+
 
 class RunProcess(Protocol):
     """What the service needs of a launched run (tests may launch fakes)."""
@@ -75,8 +77,8 @@ class SubprocessRun:
 
 def launch_run(command: list[str], env: Mapping[str, str], log_path: Path) -> SubprocessRun:
     """Start `command` in a new session with `env`, its output appended to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    make_directories(log_path.parent)
+    with open_append(log_path) as log:
         popen = subprocess.Popen(
             command,
             env=dict(env),

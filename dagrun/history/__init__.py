@@ -12,6 +12,7 @@
 | `postgres`    | everything specific to PostgreSQL (psycopg, placeholders, locking)    |
 | `parameters`  | parameters as JSON, secrets masked                                    |
 | `drivers`     | whether a run's driver process is gone, seen from its own machine     |
+| `rescue`      | this process's unfinished runs, copied out of a deleted SQLite file   |
 
 This package sits below the engine: it imports nothing from the engine, the executors or
 the CLI, and it is the only place that imports `sqlite3` (and, when a PostgreSQL URL is used,

@@ -16,6 +16,8 @@ PRECISION`, `RETURNING`). What differs lives in a dialect object, `SQLiteDatabas
 | `ddl(sql)`      | a migration statement with its type placeholders filled in                |
 | `describe()`    | "SQLite database PATH" or the URL with its password masked, for messages  |
 | `prepare()`     | creates what must exist before connecting (SQLite: the file's directory)  |
+| `damaged(error)`| what to do when `error` says the database is damaged, else None           |
+| `file_identity()` | SQLite: the file now at the path, to notice it deleted; None otherwise  |
 | `writable()`    | the same database opened for writing                                      |
 
 SQLite is tuned for many writers on one machine: WAL (readers never block the writer),
@@ -27,7 +29,9 @@ It needs SQLite 3.35 or newer (2021) for `RETURNING`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import sqlite3
 import time
 from dataclasses import dataclass, replace
@@ -35,12 +39,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+from dagrun.config import dagrun_home
 from dagrun.errors import ConfigError
+from dagrun.private_files import ensure_file, make_directories
 from dagrun.history.postgres import SCHEMES as POSTGRES_SCHEMES
 from dagrun.history.postgres import PostgresDatabase, mask_password
 
 BUSY_TIMEOUT_SECONDS = 30.0
 """How long a connection waits for another process's write lock before giving up."""
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # result codes of a damaged file, a foreign one
 
 _URL_HELP = (
     "DAGRUN_DATABASE_URL must be a file path, an SQLite URL such as "
@@ -72,6 +79,11 @@ class SQLiteDatabase:
                 check_same_thread=False,  # HistoryStore.close() closes every thread's connection
             )
         else:
+            # Created private first: SQLite would make it 0644, and its -wal and -shm files
+            # take the database file's mode.
+            with contextlib.suppress(OSError):  # SQLite says what is wrong with the path
+                if ensure_file(self.path):
+                    self._remove_stale_journals()
             connection = sqlite3.connect(
                 self.path,
                 timeout=BUSY_TIMEOUT_SECONDS,
@@ -103,9 +115,37 @@ class SQLiteDatabase:
         return f"SQLite database {self.path}" + (" (read-only)" if self.read_only else "")
 
     def prepare(self) -> None:
-        """Create the file's directory (SQLite creates the file, not its directory)."""
+        """Create the file's directory, private (SQLite creates the file, not its directory)."""
         if not self.read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_directories(self.path.parent)
+
+    def _remove_stale_journals(self) -> None:
+        """-wal and -shm files beside a database file just created belong to one deleted
+        under processes still using them: SQLite would read the old pages into the new file.
+        Those processes keep their open copies."""
+        for suffix in ("-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file now at `path`; None if there is none. A change means
+        the file was deleted or replaced under connections still open on the old one."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (status.st_dev, status.st_ino)
+
+    def damaged(self, error: Exception) -> str | None:
+        """What to do when `error` says the file is damaged or not a database, else None."""
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return None
+        path = shlex.quote(str(self.path))
+        return (
+            f"move it aside (mv {path} {path}.damaged) and dagrun starts a new one; "
+            f"`sqlite3 {path} .recover` may save its runs"
+        )
 
     def writable(self) -> SQLiteDatabase:
         """The same file, opened for writing even if this was opened with `?mode=ro`."""
@@ -138,6 +178,21 @@ def parse_database_url(url_or_path: str | os.PathLike[str]) -> Database:
             f"{_URL_HELP}"
         )
     return SQLiteDatabase(_file_path(text, text))
+
+
+def database_url_from_env() -> str:
+    """`DAGRUN_DATABASE_URL`, else `$DAGRUN_HOME/dagrun.db`, with the SQLite file's directory
+    created (a `ConfigError` if it cannot be)."""
+    url = os.environ.get("DAGRUN_DATABASE_URL", "").strip() or str(dagrun_home() / "dagrun.db")
+    database = parse_database_url(url)
+    try:
+        database.prepare()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot create the directory of the run history, {database.describe()}: {exc} "
+            "(DAGRUN_DATABASE_URL, or DAGRUN_HOME, chooses where it lives)"
+        ) from exc
+    return url
 
 
 def _file_path(location: str, original: str) -> Path:

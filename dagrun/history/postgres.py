@@ -107,6 +107,16 @@ class PostgresDatabase:
     def prepare(self) -> None:
         """Nothing to create before connecting: the server holds the database."""
 
+    def file_identity(self) -> None:
+        """Not a file: a server database cannot be deleted from under its connections."""
+        return None
+
+    def damaged(self, error: Exception) -> str | None:
+        """What to do, when `error` says the database is damaged (data or index corrupted)."""
+        if getattr(error, "sqlstate", None) in ("XX001", "XX002"):
+            return "restore it from a backup, or see PostgreSQL's documentation on corruption"
+        return None
+
     def writable(self) -> PostgresDatabase:
         """This database (whether writes are allowed is the server's business)."""
         return self

@@ -9,7 +9,8 @@ over by the engine must not make SQLite refuse the whole batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from dagrun.history.events import (
@@ -336,3 +337,18 @@ def _integer(value: Any) -> int | None:
 
 def _real(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+RECORDERS: Mapping[type, Callable[[Any, Any], None]] = MappingProxyType(
+    {
+        FlowRunStarted: record_flow_runs_started,
+        FlowRunState: record_flow_run_states,
+        TaskRunCreated: record_task_runs_created,
+        TaskRunState: record_task_run_states,
+        TaskRunAttempt: record_task_run_attempts,
+        TaskRunDetails: record_task_run_details,
+        LogLine: record_log_lines,
+        Heartbeat: record_heartbeats,
+    }
+)
+"""The function that writes each kind of event (`HistoryStore.apply` groups them by kind)."""

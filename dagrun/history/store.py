@@ -11,7 +11,10 @@ same way (see `dagrun.history.postgres`).
 Each thread gets its own connection (a connection is not safe to share between threads
 mid-transaction); `close()` closes all of them. No run stays unfinished forever: a run whose
 driver stopped renewing its heartbeat lease, or whose driver process is seen gone from its own
-machine, is marked `Crashed` when history is read, and when another run starts.
+machine, is marked `Crashed` when history is read, and when another run starts. A damaged
+database is a `HistoryDamagedError` (exit 2) saying what to do; an SQLite file deleted under a
+recording process is followed to its replacement, this process's unfinished runs copied over
+(`dagrun.history.rescue`).
 
     store = HistoryStore.from_env()            # $DAGRUN_DATABASE_URL or $DAGRUN_HOME/dagrun.db
     store.list_flow_runs(flow_name="etl", state="failed", limit=10)
@@ -20,62 +23,26 @@ machine, is marked `Crashed` when history is read, and when another run starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
-from dagrun.config import dagrun_home
-from dagrun.errors import ConfigError
-from dagrun.history import queries
-from dagrun.history.dialect import Database, parse_database_url
-from dagrun.history.events import (
-    ACTIVE_STATE_NAMES,
-    Event,
-    FlowRunStarted,
-    FlowRunState,
-    Heartbeat,
-    LogLine,
-    TaskRunAttempt,
-    TaskRunCreated,
-    TaskRunDetails,
-    TaskRunState,
-    state_name,
-)
-from dagrun.history.recording import (
-    crash_lost_runs,
-    record_flow_run_states,
-    record_flow_runs_started,
-    record_heartbeats,
-    record_log_lines,
-    record_task_run_attempts,
-    record_task_run_details,
-    record_task_run_states,
-    record_task_runs_created,
-)
+from dagrun.errors import ConfigError, HistoryDamagedError
+from dagrun.history import queries, rescue
+from dagrun.history.dialect import Database, database_url_from_env, parse_database_url
+from dagrun.history.events import ACTIVE_STATE_NAMES, Event, FlowRunStarted, state_name
+from dagrun.history.recording import RECORDERS, crash_lost_runs
 from dagrun.history.schema import migrate, rollback
 from dagrun.states import StateType
 
 logger = logging.getLogger("dagrun.history")
-
-_RECORDERS: Mapping[type, Callable[[Any, Any], None]] = MappingProxyType(
-    {
-        FlowRunStarted: record_flow_runs_started,
-        FlowRunState: record_flow_run_states,
-        TaskRunCreated: record_task_runs_created,
-        TaskRunState: record_task_run_states,
-        TaskRunAttempt: record_task_run_attempts,
-        TaskRunDetails: record_task_run_details,
-        LogLine: record_log_lines,
-        Heartbeat: record_heartbeats,
-    }
-)
 
 
 class HistoryStore:
@@ -101,19 +68,17 @@ class HistoryStore:
         self._local = threading.local()
         self._lock = threading.Lock()  # guards _connections, appended to from any thread
         self._connections: list[Any] = []
+        self._generation = 0  # bumped when the file was deleted: connections then reopen
+        self._follow_lock = threading.Lock()
         self._closed = False
         try:
-            migrate(
-                self._connection(),
-                begin_write=self._database.begin_write,
-                ddl=self._database.ddl,
-                describe=self._database.describe(),
-            )
+            self._migrate()
         except ConfigError:
             self.close()
             raise
         except self._database.Error as exc:
             self.close()
+            self._raise_if_damaged(exc)
             raise ConfigError(
                 f"Cannot open the run history, {self._database.describe()}: {exc} "
                 "(DAGRUN_DATABASE_URL, or DAGRUN_HOME, chooses where it lives)"
@@ -164,15 +129,20 @@ class HistoryStore:
     # --- writes: each method is one write transaction ---
 
     def apply(self, events: Sequence[Event]) -> None:
-        """Record `events`, in order, in one write transaction (all or nothing)."""
+        """Record `events`, in order, in one write transaction (all or nothing).
+
+        If the SQLite file was deleted since it was opened, this process's unfinished runs
+        are first copied into a new one (see `dagrun.history.rescue`)."""
         if not events:
             return
         for event in events:
-            if type(event) not in _RECORDERS:
+            if type(event) not in RECORDERS:
                 raise TypeError(f"not a history event: {event!r}")
+        if self._database.file_identity() != self._identity:
+            self._follow_deleted_file()
         with self.write_transaction() as connection:
             for kind, group in groupby(events, key=type):
-                _RECORDERS[kind](connection, list(group))
+                RECORDERS[kind](connection, list(group))
             # A new run starting is when a dead driver's runs are noticed even if nobody
             # reads the history; after the batch, so its own heartbeats count.
             if any(type(event) is FlowRunStarted for event in events):
@@ -193,11 +163,12 @@ class HistoryStore:
 
     def cancel_requested(self, flow_run_id: str) -> bool:
         """Whether `request_cancel` was called for the run (the driver polls this)."""
-        row = (
-            self._connection()
-            .execute("SELECT cancel_requested FROM flow_runs WHERE id = ?", (flow_run_id,))
-            .fetchone()
-        )
+        with self._damage_reported():
+            row = (
+                self._connection()
+                .execute("SELECT cancel_requested FROM flow_runs WHERE id = ?", (flow_run_id,))
+                .fetchone()
+            )
         if row is None:
             return False
         return row["cancel_requested"] is not None
@@ -294,39 +265,103 @@ class HistoryStore:
 
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
+        if connection is not None and self._local.generation != self._generation:
+            connection = None  # closed: it was open on a file since deleted
         if connection is None:
             with self._lock:
                 if self._closed:
                     raise RuntimeError(f"{self!r} is closed")
                 connection = self._database.connect()
                 self._connections.append(connection)
+                self._local.generation = self._generation
             self._local.connection = connection
         elif self._closed:
             raise RuntimeError(f"{self!r} is closed")
         return connection
 
+    def _migrate(self) -> None:
+        """Create or upgrade the schema, and remember which file that was."""
+        migrate(
+            self._connection(),
+            begin_write=self._database.begin_write,
+            ddl=self._database.ddl,
+            describe=self._database.describe(),
+        )
+        self._identity = self._database.file_identity()
+
+    def _follow_deleted_file(self) -> None:
+        """The SQLite file was deleted (or replaced) under this store's open connections:
+        copy this process's unfinished runs out of it into a new one, and use that."""
+        with self._follow_lock:
+            if self._database.file_identity() == self._identity:
+                return  # another thread of this process has followed it
+            try:
+                saved = rescue.read_unfinished_runs(self._connection())
+            except self._database.Error as exc:
+                logger.debug("Could not read runs of the deleted %s: %s", self.describe(), exc)
+                saved = []
+            with self._lock:
+                connections, self._connections = self._connections, []
+                self._generation += 1
+            # Closed before the new file is created: none of them is open on it, only on the old.
+            for connection in connections:
+                with contextlib.suppress(Exception):
+                    connection.close()
+            self._database.prepare()  # its directory may have gone too
+            self._migrate()
+            if not saved:
+                logger.warning("The run history, %s, was deleted: using the new one", self.describe())
+                return
+            with self.write_transaction() as connection:
+                rescue.write_rows(connection, saved)
+            logger.warning(
+                "The run history, %s, was deleted while this process was recording runs in it: "
+                "recording into a new one there, with its %d unfinished run(s) copied over",
+                self.describe(), rescue.run_count(saved),
+            )
+
     @contextmanager
     def write_transaction(self) -> Iterator[Any]:
         """A write transaction (SQLite: `BEGIN IMMEDIATE`) on this thread's connection, for
         stores that share the database, like the deployment store and concurrency limits."""
-        connection = self._connection()
-        connection.execute(self._database.begin_write)
-        try:
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
+        with self._damage_reported():
+            connection = self._connection()
+            connection.execute(self._database.begin_write)
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                rollback(connection)
+                raise
 
     @contextmanager
     def read_transaction(self) -> Iterator[Any]:
         # One snapshot for a multi-query answer: a run's task runs and its edges agree.
-        connection = self._connection()
-        connection.execute(self._database.begin_read)
+        if self._database.file_identity() not in (self._identity, None):
+            self._follow_deleted_file()  # a reader (the dashboard) moves on once there is a new one
+        with self._damage_reported():
+            connection = self._connection()
+            connection.execute(self._database.begin_read)
+            try:
+                yield connection
+            finally:
+                rollback(connection)
+
+    @contextmanager
+    def _damage_reported(self) -> Iterator[None]:
+        """A damaged database is one `HistoryDamagedError` saying what to do, not a traceback."""
         try:
-            yield connection
-        finally:
-            rollback(connection)
+            yield
+        except self._database.Error as exc:
+            self._raise_if_damaged(exc)
+            raise
+
+    def _raise_if_damaged(self, exc: Exception) -> None:
+        advice = self._database.damaged(exc)
+        if advice is not None:
+            raise HistoryDamagedError(
+                f"The run history is damaged: {self._database.describe()}: {exc}; {advice}"
+            ) from exc
 
     def _mark_lost_runs_if_any(self) -> None:
         now = time.time()
@@ -338,21 +373,6 @@ class HistoryStore:
         except self._database.Error as exc:
             # A read-only copy (the dashboard's, a backup) cannot be corrected: show it as is.
             logger.debug("Could not mark lost runs Crashed in %s: %s", self.describe(), exc)
-
-
-def database_url_from_env() -> str:
-    """`DAGRUN_DATABASE_URL`, else `$DAGRUN_HOME/dagrun.db`, with the SQLite file's directory
-    created (a `ConfigError` if it cannot be)."""
-    url = os.environ.get("DAGRUN_DATABASE_URL", "").strip() or str(dagrun_home() / "dagrun.db")
-    database = parse_database_url(url)
-    try:
-        database.prepare()
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot create the directory of the run history, {database.describe()}: {exc} "
-            "(DAGRUN_DATABASE_URL, or DAGRUN_HOME, chooses where it lives)"
-        ) from exc
-    return url
 
 
 def _known_state(state: str | StateType) -> str:

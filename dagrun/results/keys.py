@@ -10,6 +10,10 @@ Layout under the store's root (task names never appear in a path; they live in h
     <root>/<key[:2]>/.tmp-<key>-<random>        a write in progress (or left by a crash)
     <root>/corrupt/<key>-<time>-<random>        an entry that failed verification, moved aside
 
+A local store's directories and entries take the permissions of its root, whatever the umask
+of the process writing them (a worker's may differ from the CLI's): a root dagrun creates is
+0700, so its entries are 0600; a root shared with a group (0770) gives 0770 and 0660.
+
 Keys are lowercase hex, 16 to 128 digits (what `hash_struct` and md5/sha hex digests give), so
 nothing a caller passes can climb out of the root or collide with a temp or quarantine name.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import time
 import uuid
 from typing import Any
@@ -27,6 +32,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from dagrun.errors import ConfigError
+from dagrun.private_files import create_file, make_directories
 
 KEY_PATTERN = re.compile(r"[0-9a-f]{16,128}")
 TEMP_PREFIX = ".tmp-"
@@ -107,9 +113,25 @@ class LocalFiles:
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._modes: tuple[int, int] | None = None  # for new directories, new entries
 
     def join(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
+
+    def writers_besides_owner(self, path: str) -> str | None:
+        """Who besides this user (and root) can write the entry at `path`, or None: the
+        root, the entry's directory or the entry is group- or world-writable or foreign."""
+        for checked in (self.root, os.path.dirname(path), path):
+            status = os.stat(checked)
+            if status.st_uid not in (os.geteuid(), 0):
+                return f"{checked} is owned by another user (uid {status.st_uid})"
+            if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                kind = "directory" if stat.S_ISDIR(status.st_mode) else "entry"
+                return (
+                    f"the {kind} {checked} is group- or world-writable "
+                    f"(mode {stat.S_IMODE(status.st_mode):04o})"
+                )
+        return None
 
     def url(self, path: str) -> str:
         return path
@@ -130,11 +152,11 @@ class LocalFiles:
         A failed write removes its temp file.
         """
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        directory_mode, file_mode = self._new_modes()
+        make_directories(directory, directory_mode)
         temp_path = os.path.join(directory, temp_name)
         try:
-            descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with open(descriptor, "wb") as file:
+            with open(create_file(temp_path, file_mode), "wb") as file:
                 file.writelines(chunks)  # large frames go straight to write(2), uncopied
                 file.flush()
                 os.fsync(file.fileno())
@@ -156,7 +178,7 @@ class LocalFiles:
             # A writer may have published a good entry since we read the bad one: keep it.
             if identity is not None and _identity(os.stat(path)) != identity:
                 return False
-            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            make_directories(os.path.dirname(destination), self._new_modes()[0])
             os.replace(path, destination)
         except FileNotFoundError:
             return False
@@ -178,6 +200,14 @@ class LocalFiles:
         except FileNotFoundError:
             return time.time()
 
+    def _new_modes(self) -> tuple[int, int]:
+        """(directory mode, entry mode) from the root's permissions; creates a missing root."""
+        if self._modes is None:
+            make_directories(self.root)
+            root_mode = stat.S_IMODE(os.stat(self.root).st_mode)
+            self._modes = (root_mode & 0o2777, root_mode & 0o666)
+        return self._modes
+
 
 class FsspecFiles:
     """Entries on any other fsspec filesystem; temp-then-move is the best atomicity it offers
@@ -192,6 +222,10 @@ class FsspecFiles:
 
     def url(self, path: str) -> str:
         return self.fs.unstrip_protocol(path)
+
+    def writers_besides_owner(self, path: str) -> str | None:
+        """Anyone with access to the storage may have written the entry: dagrun cannot tell."""
+        return "it is an fsspec store, whose writers dagrun cannot check"
 
     def open_read(self, path: str) -> tuple[Any, int, object]:
         file = self.fs.open(path, "rb")

@@ -9,6 +9,12 @@ policy: `get` runs every check before anything is deserialized, `lookup` and `in
 head only. A failing entry is logged on the "dagrun.results" logger, moved to `<root>/corrupt/`,
 and reported as a `CacheMiss`, so the task recomputes. An expired entry is a plain miss.
 
+Unpickling runs code, so without a signing key a pickled entry is loaded only from a store
+nobody else can write: a local directory owned by this user (or root) that is not group- or
+world-writable. From any other store (an fsspec URL, a shared directory) pickled entries are
+refused, as a miss, with one warning saying how to set a key or opt in
+(`DAGRUN_RESULTS_TRUST_PICKLE=1`); msgpack entries load anywhere (loading them runs no code).
+
 Writes go to a unique temp file in the entry's directory, are flushed and fsynced, then renamed
 over the entry (`os.replace`, atomic); two writers of one key both succeed and one file wins.
 """
@@ -22,7 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from dagrun.config import dagrun_home
+from dagrun.config import dagrun_home, env_flag
 from dagrun.errors import ConfigError, ResultStoreError, SerializationError
 from dagrun.results import keys
 from dagrun.results.envelope import (
@@ -42,6 +48,8 @@ logger = logging.getLogger("dagrun.results")
 _HEAD_READ_GUESS = 64 * 1024  # room for the head of almost every entry
 _MIN_SIGNING_KEY_BYTES = 16
 _SHARD_PATTERN = re.compile(r"[0-9a-f]{2}")
+_TRUST_PICKLE_VARIABLE = "DAGRUN_RESULTS_TRUST_PICKLE"
+_warned_refusals: set[str] = set()  # store locations whose refusal was logged in this process
 
 
 class CacheMiss(KeyError):
@@ -66,11 +74,20 @@ class ResultStore:
     | `get(key)`                           | the verified value, or `CacheMiss`                |
     | `info(key)` / `entries(task_name)`   | headers, expired ones included                    |
     | `clear(task_name=, older_than=)`     | remove entries (and stale temp files)             |
+    | `refusal(info)`                      | why `get` will not unpickle an entry, or None     |
+
+    `trust_pickle=True` loads pickled entries from a store others can write, without a key.
     """
 
-    __slots__ = ("_location", "_signing_key", "_files")
+    __slots__ = ("_location", "_signing_key", "_trust_pickle", "_files")
 
-    def __init__(self, location: str | os.PathLike, *, signing_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        location: str | os.PathLike,
+        *,
+        signing_key: bytes | None = None,
+        trust_pickle: bool = False,
+    ) -> None:
         location = os.fspath(location)
         if not isinstance(location, str) or not location:
             raise ConfigError(f"Invalid result store location {location!r}")
@@ -84,15 +101,21 @@ class ResultStore:
         # Local paths are made absolute now, so a pickled store means the same directory.
         self._location = _absolute_local(location)
         self._signing_key = signing_key
+        self._trust_pickle = bool(trust_pickle)
         self._files: LocalFiles | FsspecFiles | None = None
 
     @classmethod
     def from_env(cls, location: str | None = None) -> ResultStore:
         """The store at `location`, else `$DAGRUN_RESULTS`, else `$DAGRUN_HOME/results`;
-        signed with `$DAGRUN_RESULTS_KEY` when it is set."""
+        signed with `$DAGRUN_RESULTS_KEY` when it is set, trusting pickles from any writer
+        when `$DAGRUN_RESULTS_TRUST_PICKLE` is 1."""
         location = location or os.environ.get("DAGRUN_RESULTS") or str(dagrun_home() / "results")
         secret = os.environ.get("DAGRUN_RESULTS_KEY")
-        return cls(location, signing_key=secret.encode() if secret else None)
+        return cls(
+            location,
+            signing_key=secret.encode() if secret else None,
+            trust_pickle=env_flag(_TRUST_PICKLE_VARIABLE),
+        )
 
     @property
     def location(self) -> str:
@@ -103,11 +126,16 @@ class ResultStore:
 
     def __getstate__(self) -> dict[str, Any]:
         # The filesystem object stays behind: each process opens its own, lazily.
-        return {"location": self._location, "signing_key": self._signing_key}
+        return {
+            "location": self._location,
+            "signing_key": self._signing_key,
+            "trust_pickle": self._trust_pickle,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._location = state["location"]
         self._signing_key = state["signing_key"]
+        self._trust_pickle = state["trust_pickle"]
         self._files = None
 
     # --- writing -----------------------------------------------------------------------------
@@ -152,7 +180,7 @@ class ResultStore:
 
         Reads only the head, so the payload's checksum and MAC are checked later, by `get`."""
         info = self.info(key)
-        if info is None or _expired(info):
+        if info is None or _expired(info) or self.refusal(info) is not None:
             return None
         return info
 
@@ -185,6 +213,9 @@ class ResultStore:
                 head = read_head(reader, key, self._open().url(path), self._signing_key)
                 if _expired(head.info):
                     raise CacheMiss(key, "expired")
+                refusal = self.refusal(head.info)
+                if refusal is not None:
+                    raise CacheMiss(key, refusal)
                 verify_payload(reader, head, key, self._signing_key)
         except Rejected as rejected:
             self._discard(key, path, identity, rejected)
@@ -245,6 +276,32 @@ class ResultStore:
                 if cutoff is None or files.mtime(path) < cutoff:
                     files.remove(path)
         return removed
+
+    def refusal(self, info: EntryInfo) -> str | None:
+        """Why `get` will not deserialize this entry although it verifies, or None.
+
+        Only a pickled entry of an unsigned store that others can write is refused; the
+        first refusal in a process logs one warning saying what to do."""
+        if info.serializer != "cloudpickle" or self._signing_key is not None or self._trust_pickle:
+            return None
+        files = self._open()
+        try:
+            writers = files.writers_besides_owner(files.join(keys.shard(info.key), info.key))
+        except FileNotFoundError:
+            return "no entry"
+        except OSError as exc:
+            raise ResultStoreError(f"Could not read result entry {info.key}: {exc}") from exc
+        if writers is None:
+            return None
+        if self._location not in _warned_refusals:
+            _warned_refusals.add(self._location)
+            logger.warning(
+                "Not loading pickled results from the result store %s: %s, so whoever can write "
+                "there could run code here; set DAGRUN_RESULTS_KEY (a secret shared by its "
+                "users) to sign entries, or %s=1 to trust everyone who can write it",
+                self._location, writers, _TRUST_PICKLE_VARIABLE,
+            )
+        return "pickled entry in a store others can write, and no DAGRUN_RESULTS_KEY"
 
     # --- internals ---------------------------------------------------------------------------
 

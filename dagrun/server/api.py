@@ -11,8 +11,9 @@
 | `GET /api/flows`                   | per flow: statistics plus its recent runs for the chart  |
 
 Ids may be unique prefixes, as on the command line. Unknown ids are 404, bad query values 400,
-each as `{"error": "..."}`. `HistoryStore` is synchronous (sqlite3 or psycopg), so every call
-runs on the application's thread pool: a slow query never stalls the other pages' polling.
+a damaged database 500, each as `{"error": "..."}`. `HistoryStore` is synchronous (sqlite3 or
+psycopg), so every call runs on the application's thread pool: a slow query never stalls the
+other pages' polling.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Literal, TypeVar
 from tornado.ioloop import IOLoop
 from tornado.web import HTTPError
 
-from dagrun.errors import ConfigError
+from dagrun.errors import ConfigError, HistoryDamagedError
 from dagrun.history import HistoryStore
 from dagrun.history.events import FINAL_STATE_NAMES
 from dagrun.history.parameters import capped_parameters
@@ -68,7 +69,8 @@ class JSONHandler(GuardedHandler):
         return store
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store method on the thread pool; a `ConfigError` from it is a 400."""
+        """Run a store method on the thread pool; a `ConfigError` from it is a 400, a damaged
+        database a 500 saying what to do."""
         executor: Executor = self.settings["dagrun_executor"]
         try:
             return await IOLoop.current().run_in_executor(
@@ -76,6 +78,8 @@ class JSONHandler(GuardedHandler):
             )
         except ConfigError as exc:
             raise ApiError(400, str(exc)) from exc
+        except HistoryDamagedError as exc:
+            raise ApiError(500, str(exc)) from exc
 
     async def resolve(self, prefix: str, kind: Literal["flow_run", "task_run"]) -> str:
         """The full id for an id or unique prefix; 404 when nothing matches."""
