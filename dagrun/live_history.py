@@ -16,9 +16,14 @@ or the end of the run looks at the task. Either may come first, so:
 
 Attempt rows are written for every attempt of a run that failed or was retried (also one
 that ended with its worker: `attempt_lost`); a run that succeeded at once is its own single
-attempt. Records of flow runs this recorder does not
-record (another driver sharing the cluster) are ignored. Thread-safe: workers' batches arrive
-on the executor's thread, final states on the engine's; one lock orders what each submits.
+attempt. Ignored: records of flow runs this recorder does not record (another driver sharing
+the cluster), and late records of a submission that is over (from a worker that was lost, or
+an attempt that started before the run's recorded end), so a frozen worker that wakes up
+never reopens a run. Thread-safe: workers' batches arrive on the executor's thread, final
+states on the engine's; one lock orders what each submits.
+
+State kept (small, per task run of the flow run): the final state each source wrote while the
+other's is pending, the attempt running now, when the worker reported the end.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ class LiveTaskRuns:
         self._flow_runs: set[str] = set()
         self._worker_final: dict[str, str] = {}  # task run -> final state its worker's report wrote
         self._engine_final: dict[str, str] = {}  # task run -> final state the engine wrote first
-        self._started: dict[str, tuple[int, float, str | None]] = {}  # run -> its running attempt, start, worker
+        self._started: dict[str, tuple[int, float, str | None]] = {}  # run -> attempt, start, worker
         self._ended: dict[str, float] = {}  # task run -> when its worker reported its end
         self._lost_on: dict[str, str] = {}  # task run -> the worker its last lost attempt ran on
         # task run -> attempts made before its current submission (each lost with a worker):
