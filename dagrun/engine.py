@@ -26,7 +26,7 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dagrun.async_support import call_flow_body
@@ -44,9 +44,10 @@ from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun import script_runs
 from dagrun.run_names import flow_run_name
 from dagrun.parameters import bind_parameters
-from dagrun.secrets import mask_exception, mask_record
+from dagrun.secrets import known_values, mask, mask_exception, mask_record
 from dagrun.states import State, StateType
-from dagrun.task_runs import TaskRunTracker, dask_key
+from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished
+from dagrun.task_runs import TaskRunTracker
 
 
 def run_flow(
@@ -99,7 +100,7 @@ def run_flow(
 
 def _run_top_level(engine: FlowRunEngine, executor: Executor) -> State:
     """Run on a session of its own, always shut down; a cancel request wakes its waits."""
-    session = executor.start(on_log=engine.on_log)
+    session = executor.start(on_log=engine.on_log, on_events=engine.on_events)
     engine.cancellation.add_waker(session.interrupt)
     try:
         with CancelWatcher(engine), ProgressDisplay(engine):
@@ -140,20 +141,21 @@ class FlowRunEngine:
         self.deadline = min(deadlines) if deadlines else None
 
     def on_log(self, line: dict) -> None:
-        """Every record of this run (and its subflows), from any worker, arrives here: log
-        lines, and `result` records (a cached result's checksum) that downstream keys need.
+        """Every log line of this run (and its subflows), from any worker, arrives here.
         Known secret values are masked here, before the terminal and the history see them."""
         line = mask_record(line)
-        kind = line.get("kind")
-        if kind is not None:  # a worker's record about a task run, not a log line
-            if "checksum" in line:
-                self.content_hashes[line["task_run_id"]] = line["checksum"]
-            if self.recorder is not None:
-                self.recorder.worker_record(line)
-            return
         print_log_line(line)
         if self.recorder is not None:
             self.recorder.log(line)
+
+    def on_events(self, events: Sequence[TaskEvent]) -> None:
+        """Workers' task events of this run and its subflows (any thread): a stored result's
+        checksum, which downstream cache keys need, and what the history records live."""
+        for event in events:
+            if type(event) is TaskRunFinished and event.checksum is not None:
+                self.content_hashes[event.task_run_id] = event.checksum
+        if self.recorder is not None:
+            self.recorder.task_events([_masked(event) for event in events])
 
     def log(self, level: int, message: str) -> None:
         sink = self.parent.log_sink if self.parent is not None else self.on_log
@@ -173,7 +175,6 @@ class FlowRunEngine:
         self.session = session
         if self.recorder is not None:
             self.recorder.flow_started(self, executor_name or "shared with the parent", session.address)
-            session.collect_timings()
         where = f" on {session.address}" if session.address else ""
         kind = "subflow run" if self.parent is not None else "flow run"
         self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
@@ -208,24 +209,14 @@ class FlowRunEngine:
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             self.cancellation.sleep(delay)
             attempt += 1
-        self._record_timings()
+        if self.recorder is not None and self.parent is None and self.recorder.awaiting_workers():
+            session.flush_events()  # the history has every task's end before the run's
         return self._finish(
             State(
                 state.type, message=state.message, data=state.data, exception=state.exception,
                 start_time=started, end_time=time.time(),
             )
         )
-
-    def _record_timings(self) -> None:
-        """Add the executor's start/end/worker of each task run to the history, in one batch."""
-        if self.recorder is None or self.tasks is None:
-            return
-        finished = {dask_key(run): run.id for run in self.tasks.runs if run.state.is_final()}
-        try:
-            timings = self.session.task_timings(finished)
-        except Exception:  # noqa: BLE001 - timings are nice to have; the scheduler may be gone
-            return
-        self.recorder.task_timings([(finished[key], *timing) for key, timing in timings.items()])
 
     def _finish(self, state: State) -> State:
         """Record the final state: log it, store it, run hooks and notifiers."""
@@ -291,6 +282,16 @@ class FlowRunEngine:
         except FlowTimeoutError as exc:
             tracker.cancel()
             return State(StateType.FAILED, message=str(exc), exception=exc)
+
+
+def _masked(event: TaskEvent) -> TaskEvent:
+    """A task event with known secret values masked in its text (a failed attempt's error)."""
+    if type(event) is not AttemptFailed or not known_values():
+        return event
+    return event._replace(
+        error=mask(event.error), traceback=mask(event.traceback), full_traceback=mask(event.full_traceback),
+        message=mask(event.message),
+    )
 
 
 def _describe(exception: BaseException) -> str:

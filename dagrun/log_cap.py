@@ -17,8 +17,7 @@ line saying what was dropped:
 
 A line counts its message's UTF-8 bytes plus `LINE_OVERHEAD` (what a row costs in the run
 history besides its message), so the cap bounds the history's growth, not just the text.
-A single message longer than an eighth of the cap is cut to that length. Worker records
-(dicts with a `kind`) are never capped.
+A single message longer than an eighth of the cap is cut to that length.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ class CappedLog:
         self._first_dropped: dict | None = None
 
     def __call__(self, line: dict) -> None:
-        if self._cap is None or "kind" in line:  # no cap, or a worker record (not a log line)
+        if self._cap is None:
             self._sink(line)
             return
         line = self._shorten(line)

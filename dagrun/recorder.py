@@ -6,9 +6,11 @@ hands it to the `HistoryWriter` thread, which writes them in batches. Nothing he
 the database. If the history cannot be opened, one warning is logged and runs go unrecorded:
 a flow never fails because of its history.
 
-Workers report what only they know (when an attempt started, on which worker, how many
-attempts it took) as `running` / `retrying` / `finished` records through the same channel
-as log lines; `worker_record` folds them into the task run's history.
+Workers report what only they know (when each attempt started and ended, on which worker)
+as task events (`dagrun.task_events`) on a channel of their own; `task_events` hands them to
+`LiveTaskRuns`, which records them as they arrive, so the history shows a task `Running`
+while it runs and its final state soon after it ends, and merges them with the engine's own
+final states (`task_state`).
 
 `DAGRUN_HISTORY=off` turns recording off (benchmarks compare both).
 """
@@ -20,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from dagrun.cancellation import RUNS_CANCEL_REASON
@@ -29,13 +32,13 @@ from dagrun.history.events import (
     FlowRunStarted,
     FlowRunState,
     LogLine,
-    TaskRunAttempt,
     TaskRunCreated,
     TaskRunState,
-    TaskRunTimings,
 )
+from dagrun.live_history import LiveTaskRuns
 from dagrun.run_names import task_run_name
 from dagrun.states import State, StateType
+from dagrun.task_events import TaskEvent
 from dagrun.tracebacks import views_of
 
 logger = logging.getLogger("dagrun.history")
@@ -59,11 +62,7 @@ class RunRecorder:
     def __init__(self, writer: HistoryWriter, store: HistoryStore) -> None:
         self._writer = writer
         self.store = store
-        self._finished: dict[str, dict] = {}  # task_run_id -> the worker's `finished` record
-        self._retries: dict[str, int] = {}  # task_run_id -> attempts that failed and were retried
-        # task_run_id -> attempts made before its current submission (each lost with a worker):
-        # a resubmitted run's worker counts its attempts from 1 again.
-        self._earlier: dict[str, int] = {}
+        self._live = LiveTaskRuns(writer.submit)
 
     @classmethod
     def open(cls) -> RunRecorder | None:
@@ -86,6 +85,7 @@ class RunRecorder:
     # ---------------------------------------------------------------- flow runs
     def flow_started(self, engine: Any, executor: str, address: str | None) -> None:
         parent = engine.parent
+        self._live.add_flow_run(engine.flow_run_id)
         process_space, process_start = this_process()
         self._writer.submit(
             FlowRunStarted(
@@ -124,74 +124,22 @@ class RunRecorder:
         )
 
     def task_state(self, run: Any, state: State) -> None:
-        """A task run's state, with what its worker reported about it."""
-        finished = self._finished.pop(run.id, None) or {}
-        earlier = self._earlier.pop(run.id, 0)
-        attempts = finished.get("attempts")
-        if attempts is not None:
-            attempts += earlier
-        elif state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
-            attempts = self._retries.get(run.id, 0) + 1
-        not_run = state.type is StateType.NOT_RUN
-        error, trace, full = (state.message, None, None) if not_run else _error_fields(state.exception)
-        retried = self._retries.pop(run.id, None) is not None
-        if attempts and (retried or state.type in (StateType.FAILED, StateType.CRASHED)):
-            # The last attempt (earlier ones were recorded as they were retried).
-            self._writer.submit(
-                TaskRunAttempt(
-                    run.id, attempts, finished.get("last_attempt_start"), finished.get("end_time") or time.time(),
-                    error if state.type is not StateType.COMPLETED else None,
-                    trace if state.type is not StateType.COMPLETED else None,
-                    full if state.type is not StateType.COMPLETED else None,
-                )
-            )
-        self._writer.submit(
-            TaskRunState(
-                task_run_id=run.id,
-                state=state.name,
-                timestamp=state.timestamp or time.time(),
-                message=state.message,
-                attempt=attempts,
-                error=error,
-                traceback=trace,
-                full_traceback=full,
-                worker=finished.get("worker"),
-                start_time=finished.get("start_time"),
-                cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
-                result_size=finished.get("size"),
-                end_time=finished.get("end_time"),
-                cache_key=run.cache_key,
-            )
-        )
+        """A task run's final state, as the engine classified it (merged with what its worker
+        reported, see `LiveTaskRuns`)."""
+        self._live.engine_state(run.id, state.name, lambda: _task_run_state(run, state))
 
     def task_attempt_lost(self, run: Any, error: str) -> None:
         """An attempt of `run` ended with its worker (the run is being submitted again)."""
-        now = time.time()
-        attempt = self._retries[run.id] = self._earlier[run.id] = self._retries.get(run.id, 0) + 1
-        self._writer.submit(TaskRunAttempt(run.id, attempt, None, now, error, None))
-        self._writer.submit(TaskRunState(run.id, StateType.RETRYING.value, now, f"Resubmitted after {error}"))
+        self._live.attempt_lost(run.id, error)
 
-    def task_timings(self, timings: list[tuple[str, str | None, float, float]]) -> None:
-        """(task_run_id, worker, start, end) of many task runs, as the executor saw them."""
-        if timings:
-            self._writer.submit(TaskRunTimings(tuple(timings)))
+    def task_events(self, events: Sequence[TaskEvent]) -> None:
+        """A batch of workers' task events, times on this process's clock (any thread)."""
+        self._live.worker_events(events)
 
-    def worker_record(self, record: dict) -> None:
-        """A `retrying` / `finished` record sent by the worker running a task."""
-        kind, task_run_id = record["kind"], record["task_run_id"]
-        if kind == "retrying":
-            attempt = self._retries[task_run_id] = self._earlier.get(task_run_id, 0) + record["attempt"]
-            self._writer.submit(
-                TaskRunAttempt(
-                    task_run_id, attempt, record["start_time"], record["timestamp"],
-                    record.get("error"), record.get("traceback"), record.get("full_traceback"),
-                )
-            )
-            self._writer.submit(
-                TaskRunState(task_run_id, StateType.RETRYING.value, record["timestamp"], record.get("message", ""))
-            )
-        elif kind == "finished":
-            self._finished[task_run_id] = record
+    def awaiting_workers(self) -> bool:
+        """Whether workers' reports on runs already final are still on their way (see
+        `ExecutorSession.flush_events`); False when every report is in."""
+        return self._live.awaiting_workers()
 
     def log(self, line: dict) -> None:
         self._writer.submit(
@@ -200,6 +148,25 @@ class RunRecorder:
                 line.get("logger", "dagrun"), line["message"],
             )
         )
+
+
+def _task_run_state(run: Any, state: State) -> TaskRunState:
+    # At least one attempt: the worker's report, if it comes, may say how many more.
+    attempts = 1 if state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED) else None
+    not_run = state.type is StateType.NOT_RUN
+    error, trace, full = (state.message, None, None) if not_run else _error_fields(state.exception)
+    return TaskRunState(
+        task_run_id=run.id,
+        state=state.name,
+        timestamp=state.timestamp or time.time(),
+        message=state.message,
+        attempt=attempts,
+        error=error,
+        traceback=trace,
+        full_traceback=full,
+        cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
+        cache_key=run.cache_key,
+    )
 
 
 def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None, str | None]:

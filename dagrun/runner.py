@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
 from dagrun.secrets import mask_exception, remember, remember_secrets_in
+from dagrun.task_events import AttemptReporter, EventSink
 from dagrun.tracebacks import capture as capture_traceback
 
 _PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
@@ -50,7 +50,7 @@ class TaskSpec:
     flow_run_name: str | None
     log_prints: bool
     store: ResultStore | None = None  # where a cached task's worker writes its result
-    report: bool = False  # send a `finished` record per run (timings for the run history)
+    report: bool = False  # send each attempt's start and end to the run's events (run history)
     # Held around all attempts of a call: one slot per tag of the task that has a concurrency
     # limit. Set by an executor that enforces limits cluster-wide (Dask); None runs at once.
     concurrency_slots: Callable[[], AbstractContextManager[Any]] | None = None
@@ -103,16 +103,15 @@ def run_task(
     kwargs: dict,
     log_sink: LogSink,
     cache_key: str | None = None,
+    events: EventSink | None = None,
 ) -> Any:
     """Run task run `<task name>-<index>` to its final outcome; exceptions from user code
     propagate unchanged.
 
-    With a `cache_key`, the result is also written to the spec's store, and the `finished`
-    record sent to the sink carries its checksum and size (no data) for downstream keys.
-    A `retrying` record reports each failed attempt that is retried (for the run history).
-    With `spec.report`, a `finished` record tells the driver when the run started and ended
-    and how many attempts it took (executors that know timings themselves, like Dask's
-    scheduler, leave `report` off so the hot path sends nothing extra).
+    With a `cache_key`, the result is also written to the spec's store, and the
+    `TaskRunFinished` record sent to `events` carries its checksum and size (no data) for
+    downstream keys. With `spec.report`, every attempt's start, failure and the run's end go to
+    `events` too (`dagrun.task_events`), for the run history.
     """
     task = spec.task
     cap = spec.log_cap_bytes if spec.log_cap_bytes is not None else log_cap_bytes()
@@ -133,36 +132,29 @@ def run_task(
     if kwargs:
         remember_secrets_in(kwargs.values())
 
-    attempts = [time.time()]  # start time of each attempt
+    reporter = AttemptReporter(spec.flow_run_id, task_run_id, events, spec.report)
 
     def on_retry(attempt: int, delay: float, exception: BaseException) -> None:
         capped.end_attempt()
+        mask_exception(exception)  # before the views are rendered: they go to the driver too
         views = capture_traceback(exception)
         message = (
             f"Retry {attempt}/{task.retry_policy.retries} of '{task.name}' in {delay:.1f} s "
             f"after {type(exception).__name__}: {exception}"
         )
         capped(make_log_line(context, logging.WARNING, message, "dagrun.task_run"))
-        log_sink({
-                "kind": "retrying", "task_run_id": task_run_id, "attempt": attempt, "message": message,
-                "start_time": attempts[-1], "timestamp": time.time(),
-                "error": f"{type(exception).__name__}: {exception}",
-            "traceback": views.user, "full_traceback": views.full,
-        })
-        attempts.append(time.time() + delay)
+        reporter.failed(exception, views.user, views.full, retrying=True, message=message)
 
-    finished: dict[str, Any] = {"kind": "finished", "task_run_id": task_run_id}
     # Slots are taken before the first attempt and given back after the last (also on
     # failure); a retry delay keeps them, so a retrying run is not overtaken by waiting runs.
     slots = spec.concurrency_slots() if spec.concurrency_slots is not None else nullcontext()
     try:
         with task_run_scope(context), slots:
-            attempts[0] = time.time()  # waiting for a slot is not running
             fn, timeout = task.fn, task.timeout_seconds
             if is_async(fn):  # its own loop per attempt; a timeout cancels the coroutine
                 fn, timeout = sync_callable(fn, timeout), None
             value, _ = call_with_retries(
-                fn,
+                reporter.attempts(fn),  # an attempt starts once the slots are held
                 args,
                 kwargs,
                 policy=task.retry_policy,
@@ -175,22 +167,19 @@ def run_task(
                 cache_key, value, task_name=task.name, serializer=task.result_serializer or "auto",
                 expires_at=expiry_time(task),
             )
-            finished.update(checksum=entry.checksum, size=entry.size)
+            reporter.finished(cache_key, entry.size, entry.checksum)
         else:
             check_serializable(value, task.name)
+            reporter.finished()
         return value
     except BaseException as exception:
         mask_exception(exception)  # its message goes to the driver, Dask's logs and the history
         if isinstance(exception, Exception):
             capture_traceback(exception)  # rendered here, where the user's frames and files are
+        reporter.failed(exception, retrying=False)
         raise
     finally:
         capped.end_attempt()
-        if spec.report or "checksum" in finished:
-            log_sink({
-                **finished, "attempts": len(attempts), "start_time": attempts[0],
-                "last_attempt_start": attempts[-1], "end_time": time.time(),
-            })
 
 
 def load_result(spec: TaskSpec, cache_key: str) -> Any:

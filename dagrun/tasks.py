@@ -190,10 +190,8 @@ class Task(Generic[P, R]):
 
 
 def _print_lines_only(line: dict) -> None:
-    """Log sink of a task run outside any flow: prints its log lines; the run records
-    (`retrying`, `finished`) are for a run history, and this run has none."""
-    if "kind" not in line:
-        print_log_line(line)
+    """Log sink of a task run outside any flow: prints its log lines (it has no run history)."""
+    print_log_line(line)
 
 
 _OPTIONS = tuple(name for name in inspect.signature(Task.__init__).parameters if name not in ("self", "fn", "unsupported"))

@@ -159,7 +159,7 @@ def test_attach_to_a_remote_scheduler_by_address(remote_cluster):
         return total(square.map(range(4)))
 
     assert pipeline() == 14
-    # Where and when each task ran reaches the history from the remote scheduler's spans plugin.
+    # Where and when each task ran reaches the history from the remote workers' task events.
     with HistoryStore.from_env() as store:
         [run] = store.list_flow_runs(flow_name="pipeline")
         task_runs = store.get_flow_run(run["id"])["task_runs"]

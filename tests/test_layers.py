@@ -41,6 +41,7 @@ WORKER_SIDE = frozenset({
     "dagrun.context",
     "dagrun.errors",
     "dagrun.executors",
+    "dagrun.executors.dask_events",
     "dagrun.executors.dask_logs",
     "dagrun.executors.dask_worker",
     "dagrun.futures",
@@ -60,6 +61,7 @@ WORKER_SIDE = frozenset({
     "dagrun.runner",
     "dagrun.secrets",
     "dagrun.states",
+    "dagrun.task_events",
     "dagrun.tasks",
     "dagrun.tracebacks",
 })

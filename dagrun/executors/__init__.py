@@ -9,8 +9,9 @@
 | `dask.py`          | `DaskExecutor` and its session: the driver's side of Dask            |
 | `dask_worker.py`   | what runs on Dask workers (imported there: no driver-side code)      |
 | `dask_logs.py`     | worker log lines travelling to the driver in batches                 |
+| `dask_events.py`   | task events travelling to the driver in batches (worker side)        |
+| `dask_event_receiver.py` | the driver's end of them: worker clocks measured, times converted |
 | `dask_clusters.py` | building the clusters dagrun starts, checking those it attaches to   |
-| `dask_spans.py`    | a scheduler plugin keeping where and when tasks ran, for the history |
 | `dask_deaths.py`   | a scheduler plugin: a worker's death fails dagrun's task at once     |
 
 Every name here loads on first use (PEP 562): a Dask worker imports this package on its way

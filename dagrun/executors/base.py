@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagrun.runner import TaskSpec
+from dagrun.task_events import TaskEvent
 
 Handle = Any
 """An executor's future for one submitted call."""
@@ -99,13 +100,9 @@ class ExecutorSession(ABC):
     def cancel(self, handles: Iterable[Handle]) -> None:
         """Cancel handles that have not finished."""
 
-    def collect_timings(self) -> None:
-        """Start keeping what `task_timings` reports (only runs that are recorded pay for it)."""
-
-    def task_timings(self, keys: Iterable[str]) -> dict[str, tuple[str | None, float, float]]:
-        """Executor-side timings (key -> (worker, start, stop)) of `keys`, for tasks whose own
-        runner did not report them; empty when runners report their own."""
-        return {}
+    def flush_events(self) -> None:
+        """Return once the task events of every call that finished have reached `on_events`
+        (events travel in batches; the end of a run must not leave some on the way)."""
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         """True when the failure came from the infrastructure, not from user code."""
@@ -134,8 +131,12 @@ class Executor(ABC):
     """A description of where tasks run; `start()` it once per top-level flow run."""
 
     @abstractmethod
-    def start(self, on_log: Callable[[dict], None]) -> ExecutorSession:
+    def start(
+        self, on_log: Callable[[dict], None], on_events: Callable[[Sequence[TaskEvent]], None] | None = None
+    ) -> ExecutorSession:
         """Acquire resources (cluster, client) and return a session that runs task calls.
 
-        `on_log` receives every log line produced by tasks, wherever they run.
+        `on_log` receives every log line produced by tasks, wherever they run; `on_events`
+        their task events (`dagrun.task_events`), times on this process's clock, soon after
+        they happen, from any thread.
         """

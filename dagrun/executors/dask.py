@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import pickle
 import time
 import urllib.parse
 import uuid
@@ -60,8 +59,9 @@ from dagrun.executors.dask_clusters import (
     cluster_family,
 )
 from dagrun.executors.dask_deaths import WorkerDeathReasons, sign_up_for_worker_deaths
+from dagrun.executors.dask_event_receiver import EventReceiver
+from dagrun.executors.dask_events import EVENT_TOPIC
 from dagrun.executors.dask_logs import LOG_TOPIC, receive, silence_compute_failed
-from dagrun.executors.dask_spans import Span, install_spans, take_spans
 from dagrun.executors.dask_version_gate import REFUSED_TOPIC, VersionGate, fail_waiting_tasks, install_gate, remove_gate
 from dagrun.executors.dask_worker import (
     TagSlots,
@@ -73,6 +73,7 @@ from dagrun.executors.dask_worker import (
 )
 from dagrun.runner import SharedSpec, TaskSpec, result_content_hash
 from dagrun.secrets import known_values
+from dagrun.task_events import TaskEvent
 from dagrun.tracebacks import was_captured
 
 logger = logging.getLogger("dagrun.executors")
@@ -106,6 +107,7 @@ class DaskSession(ExecutorSession):
         client: distributed.Client,
         cluster: Any,
         on_log: Callable[[dict], None],
+        on_events: Callable[[Sequence[TaskEvent]], None] | None = None,
         *,
         concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
     ) -> None:
@@ -115,7 +117,6 @@ class DaskSession(ExecutorSession):
         self._shared_specs: dict[int, tuple[TaskSpec, SharedSpec, tuple[str, ...]]] = {}
         self._read_limits = concurrency_limits
         self._limits: Mapping[str, int] | None = None  # tag -> limit, read once, when first needed
-        self._collecting_timings = False
         self._interrupted = False  # set once by `interrupt`, from any thread or a signal handler
         self._woken = asyncio.Event()  # the same, for waits in progress on the client's loop
         self._cancelled_tasks = False  # some were cancelled while running: stop workers hard
@@ -125,6 +126,8 @@ class DaskSession(ExecutorSession):
         # come straight from them, one hop fewer than through the scheduler.
         self._direct_gather = _is_loopback(self.address)
         client.subscribe_topic(LOG_TOPIC, receive(on_log))
+        self._events = EventReceiver(client, on_events)
+        client.subscribe_topic(EVENT_TOPIC, self._events)
         sign_up_for_worker_deaths(client)
 
     def check_joining_workers(self, driver_versions: Mapping[str, Any], source: str) -> None:
@@ -171,9 +174,8 @@ class DaskSession(ExecutorSession):
         secret_values = known_values()  # workers mask them (see `dagrun.secrets`)
         entry = self._shared_specs.get(id(spec))
         if entry is None or entry[2] != secret_values:  # again when the driver learned a secret
-            # Timings come from the scheduler (`task_timings`), not from per-task records.
             shipped = dataclasses.replace(
-                spec, report=False, concurrency_slots=self._slots_for(spec.task), secret_values=secret_values
+                spec, concurrency_slots=self._slots_for(spec.task), secret_values=secret_values
             )
             # Holding `spec` pins its id.
             entry = self._shared_specs[id(spec)] = (spec, SharedSpec.of(shipped), secret_values)
@@ -261,9 +263,6 @@ class DaskSession(ExecutorSession):
             if self.client.status == "running":
                 self._shared_specs.clear()  # the new scheduler has none of them
                 sign_up_for_worker_deaths(self.client)  # nor its plugins
-                if self._collecting_timings:
-                    self._collecting_timings = False
-                    self.collect_timings()
                 return True
             if self.client.status in ("closing", "closed"):
                 return False
@@ -303,17 +302,12 @@ class DaskSession(ExecutorSession):
             self._cancelled_tasks = True
             self.client.cancel(pending)
 
-    def collect_timings(self) -> None:
-        if not self._collecting_timings:
-            self.client.run_on_scheduler(install_spans, client=self.client.id)
-            self._collecting_timings = True
-
-    def task_timings(self, keys: Iterable[str]) -> dict[str, Span]:
-        """key -> (worker, start, stop) of those of `keys` that ran, taken from the scheduler."""
-        spans: dict[str, Span] = pickle.loads(
-            self.client.run_on_scheduler(take_spans, client=self.client.id, keys=list(keys))
-        )
-        return spans
+    def flush_events(self, timeout: float = 10.0) -> None:
+        """Deliver the task events workers still hold (see `EventReceiver.drain`)."""
+        try:
+            self._events.drain(timeout)
+        except Exception:  # noqa: BLE001 - the scheduler may be gone; the history keeps what it has
+            pass
 
     def is_infrastructure_error(self, exception: BaseException) -> bool:
         return isinstance(exception, (KilledWorker, CommClosedError, FutureCancelledError))
@@ -329,6 +323,7 @@ class DaskSession(ExecutorSession):
         self._shared_specs.clear()
         try:
             client.unsubscribe_topic(LOG_TOPIC)
+            client.unsubscribe_topic(EVENT_TOPIC)
             if self._version_gate is not None:
                 client.unsubscribe_topic(REFUSED_TOPIC)
                 if cluster is None:  # a scheduler that outlives this session keeps no gate of it
@@ -419,7 +414,9 @@ class DaskExecutor(Executor):
             source=config.source,
         )
 
-    def start(self, on_log: Callable[[dict], None]) -> DaskSession:
+    def start(
+        self, on_log: Callable[[dict], None], on_events: Callable[[Sequence[TaskEvent]], None] | None = None
+    ) -> DaskSession:
         if self.address is not None:
             try:
                 client = distributed.Client(
@@ -427,10 +424,10 @@ class DaskExecutor(Executor):
                 )
             except OSError as error:  # TimeoutError included: distributed retries until the timeout
                 raise self._unreachable(error) from error
-            return self._session(client, None, on_log, check_versions=True)
+            return self._session(client, None, on_log, on_events, check_versions=True)
         if self.cluster is not None and not isinstance(self.cluster, (str, type)):
             client = distributed.Client(self.cluster, set_as_default=False)  # a running cluster object
-            return self._session(client, None, on_log, check_versions=True)
+            return self._session(client, None, on_log, on_events, check_versions=True)
         cluster_class, kwargs = self.cluster_arguments()
         if kwargs.get("processes") is False:  # a LocalCluster's threaded workers log here
             silence_compute_failed()
@@ -452,14 +449,16 @@ class DaskExecutor(Executor):
             cluster.close()
             raise
         # A LocalCluster's workers are this interpreter's children: nothing to compare.
-        return self._session(client, cluster, on_log, check_versions=cluster_family(cluster_class) != "local")
+        local = cluster_family(cluster_class) == "local"
+        return self._session(client, cluster, on_log, on_events, check_versions=not local)
 
     def _session(
-        self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None], *, check_versions: bool
+        self, client: distributed.Client, cluster: Any, on_log: Callable[[dict], None],
+        on_events: Callable[[Sequence[TaskEvent]], None] | None, *, check_versions: bool,
     ) -> DaskSession:
         try:
             driver_versions = check_worker_versions(client, self.source) if check_versions else None
-            session = DaskSession(client, cluster, on_log)
+            session = DaskSession(client, cluster, on_log, on_events)
             if driver_versions is not None:
                 session.check_joining_workers(driver_versions, self.source)
             session.reconnect_timeout = self.connect_timeout

@@ -1,10 +1,10 @@
-"""How log lines and worker records travel from Dask workers to the driver: in batches.
+"""How log lines travel from Dask workers to the driver: in batches.
 
 A Dask event costs a thread hop on the worker, a message through the scheduler and a callback
 in the driver, so lines are not sent one event each: a worker gathers them and sends one
 event per `MAX_LINES` lines or `MAX_BYTES` bytes, or `INTERVAL` seconds after the first line
-of a batch, whichever comes first (and at once at the end of each task call, and with every
-worker record, so a run's lines reach the driver before its result does).
+of a batch, whichever comes first (and at once at the end of each task call, so a run's lines
+reach the driver before its result does). Task events have a channel of their own (`dask_events`).
 
 A batch travels as one msgpack-packed `bytes` value: the scheduler keeps the last 1,000 events
 of a topic (`distributed.admin.low-level-log-length`), and one bytes object per batch keeps
@@ -42,11 +42,11 @@ class LineBatches:
         self._timer_set = False
 
     def add(self, line: dict) -> None:
-        """Queue `line` (a log line or a worker record; records leave at once, with the batch)."""
+        """Queue `line`."""
         with self._lock:
             self._lines.append(line)
             self._bytes += len(line.get("message") or "") + _LINE_FIELDS_BYTES
-            full = "kind" in line or len(self._lines) >= MAX_LINES or self._bytes >= MAX_BYTES
+            full = len(self._lines) >= MAX_LINES or self._bytes >= MAX_BYTES
             set_timer = not full and not self._timer_set
             self._timer_set = self._timer_set or set_timer
         if full:

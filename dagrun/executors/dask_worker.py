@@ -2,7 +2,8 @@
 
 Dask pickles these functions by reference (module and name), so they live here, in a module
 every worker can import without the driver's session, cluster or history code. Log lines
-travel back to the driver in batches, as Dask events on the `LOG_TOPIC` topic (`dask_logs`).
+travel back to the driver in batches, as Dask events on the `LOG_TOPIC` topic (`dask_logs`),
+and task events (start, attempts, end) on a topic of their own (`dask_events`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any
 import distributed
 
 from dagrun.errors import TaskExitError
+from dagrun.executors.dask_events import event_batches_of
 from dagrun.executors.dask_logs import batches_of, silence_compute_failed
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
 from dagrun.secrets import mask_record
+from dagrun.task_events import TaskEvent
 
 
 def dask_setup(worker: Any) -> None:
@@ -46,16 +49,23 @@ def _forward_log(line: dict) -> None:
     except ValueError:  # not on a worker (e.g. a local client.run); print where we are
         print(line["message"])
         return
-    if line.get("kind") == "finished":
-        line["worker"] = worker.address
     batches_of(worker).add(line)
+
+
+def _forward_event(event: TaskEvent) -> None:
+    """Worker-side event sink: queue the record for the driver (see `dask_events`)."""
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not on a worker: nobody to report to
+        return
+    event_batches_of(worker).add(event)
 
 
 def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:
     """Run the task; a `SystemExit` or `KeyboardInterrupt` from it fails the task run instead
     of the worker (Dask lets both through its task thread, and the worker process ends)."""
     try:
-        return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key)
+        return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key, _forward_event)
     except (SystemExit, KeyboardInterrupt) as exit_request:
         description = type(exit_request).__name__ + (f": {exit_request}" if str(exit_request) else "")
         raise TaskExitError(description).with_traceback(exit_request.__traceback__) from None

@@ -12,6 +12,9 @@ from typing import Any
 
 from dagrun.executors.base import ERROR, FINISHED, Executor, ExecutorSession, Submission
 from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
+from dagrun.task_events import TaskEvent
+
+WORKER_NAME = "in-process"  # the `worker` of task runs that ran here
 
 
 class _Outcome:
@@ -46,8 +49,15 @@ def _resolve(value: Any) -> Any:
 class InProcessSession(ExecutorSession):
     address = None
 
-    def __init__(self, on_log: Callable[[dict], None]) -> None:
+    def __init__(
+        self, on_log: Callable[[dict], None], on_events: Callable[[Sequence[TaskEvent]], None] | None = None
+    ) -> None:
         self._on_log = on_log
+        self._on_events = on_events
+
+    def _event(self, event: TaskEvent) -> None:
+        if self._on_events is not None:  # same process, same clock: only `worker` to fill in
+            self._on_events([event._replace(worker=WORKER_NAME)])
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[_Outcome]:
         return [self._run(submission) for submission in submissions]
@@ -61,7 +71,7 @@ class InProcessSession(ExecutorSession):
         try:
             return _Outcome(value=run_task(
                 submission.spec, submission.task_run_id, submission.index, args, kwargs, self._on_log,
-                submission.cache_key,
+                submission.cache_key, self._event,
             ))
         except Exception as exc:
             return _Outcome(error=exc)
@@ -101,8 +111,10 @@ class InProcessSession(ExecutorSession):
 class InProcessExecutor(Executor):
     """Run every task in the driver process, one after the other, as soon as it is called."""
 
-    def start(self, on_log: Callable[[dict], None]) -> InProcessSession:
-        return InProcessSession(on_log)
+    def start(
+        self, on_log: Callable[[dict], None], on_events: Callable[[Sequence[TaskEvent]], None] | None = None
+    ) -> InProcessSession:
+        return InProcessSession(on_log, on_events)
 
     def __repr__(self) -> str:
         return "InProcessExecutor()"

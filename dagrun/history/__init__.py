@@ -27,8 +27,8 @@ from dagrun.history.events import (
     LogLine,
     TaskRunAttempt,
     TaskRunCreated,
+    TaskRunDetails,
     TaskRunState,
-    TaskRunTimings,
 )
 from dagrun.history.store import HistoryStore
 from dagrun.history.writer import HistoryWriter
@@ -43,6 +43,6 @@ __all__ = [
     "LogLine",
     "TaskRunAttempt",
     "TaskRunCreated",
+    "TaskRunDetails",
     "TaskRunState",
-    "TaskRunTimings",
 ]

@@ -12,7 +12,7 @@ about them ties the engine to a database.
 | `TaskRunCreated` | a new task run in state `Pending`, with its upstream edges             |
 | `TaskRunState`   | the task run's new state, plus whatever the optional fields say        |
 | `TaskRunAttempt` | one attempt of a task run: its timing and, if it raised, its error     |
-| `TaskRunTimings` | where and when many task runs ran, as the executor saw it (one event)   |
+| `TaskRunDetails` | what a worker reported about a task run: fills fields, adds no state  |
 | `LogLine`        | one log line of a flow run (and of a task run, if `task_run_id` is set)|
 | `Heartbeat`      | the flow run's driver is alive at `timestamp` (the writer sends these) |
 
@@ -143,16 +143,20 @@ class TaskRunAttempt:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRunTimings:
-    """Where and when task runs ran, as the executor saw it: one event for a whole flow run.
+class TaskRunDetails:
+    """Fields of a task run learnt after its final state was recorded (a worker's report that
+    arrived late, the engine's fuller error): fills them in and adds no state. None keeps the
+    recorded value; `start_time` is kept when already known, `end_time` replaced."""
 
-    Each entry is `(task_run_id, worker, start_time, end_time)` on the worker's clock. It
-    fills those fields of runs already recorded and adds no state: executors that learn
-    timings after the fact (from the Dask scheduler, once at the end of a run) report them
-    here instead of sending a second state per task.
-    """
-
-    timings: tuple[tuple[str, str | None, float, float], ...]
+    task_run_id: str
+    worker: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    attempt: int | None = None
+    result_size: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    full_traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +185,7 @@ Event = (
     | TaskRunCreated
     | TaskRunState
     | TaskRunAttempt
-    | TaskRunTimings
+    | TaskRunDetails
     | LogLine
     | Heartbeat
 )

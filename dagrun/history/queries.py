@@ -106,14 +106,16 @@ def task_run(connection: Any, task_run_id: str) -> Row | None:
         )
     ]
     run = _task_run(row, upstream)
-    run["attempt_history"] = [
-        attempt | {"duration": _duration(attempt)}
-        for attempt in connection.execute(
-            "SELECT attempt, start_time, end_time, error, traceback, full_traceback FROM task_run_attempts "
-            "WHERE task_run_id = ? ORDER BY attempt",
-            (task_run_id,),
-        )
-    ]
+    attempts = connection.execute(
+        "SELECT attempt, start_time, end_time, error, traceback, full_traceback FROM task_run_attempts "
+        "WHERE task_run_id = ? ORDER BY attempt",
+        (task_run_id,),
+    ).fetchall()
+    if not attempts and row["start_time"] is not None:
+        # A run whose first attempt succeeded (or is running) is its own single attempt: no row.
+        attempts = [{"attempt": 1, "start_time": row["start_time"], "end_time": row["end_time"],
+                     "error": row["error"], "traceback": row["traceback"], "full_traceback": row["full_traceback"]}]
+    run["attempt_history"] = [attempt | {"duration": _duration(attempt)} for attempt in attempts]
     run["state_history"] = _state_history(connection, row["flow_run_id"], task_run_id)
     return run
 

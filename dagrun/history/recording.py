@@ -23,7 +23,7 @@ from dagrun.history.events import (
     TaskRunAttempt,
     TaskRunCreated,
     TaskRunState,
-    TaskRunTimings,
+    TaskRunDetails,
     state_name,
 )
 from dagrun.history.parameters import encode_parameters
@@ -237,15 +237,22 @@ def record_task_run_attempts(connection: Any, events: Sequence[TaskRunAttempt]) 
     )
 
 
-def record_task_run_timings(connection: Any, events: Sequence[TaskRunTimings]) -> None:
+def record_task_run_details(connection: Any, events: Sequence[TaskRunDetails]) -> None:
+    rows = []
+    for event in events:
+        attempt = _integer(event.attempt)
+        rows.append((
+            _text(event.worker), _real(event.start_time), _real(event.end_time), attempt, attempt,
+            _integer(event.result_size), _text(event.error), _text(event.traceback),
+            _text(event.full_traceback), str(event.task_run_id),
+        ))
     connection.executemany(
-        "UPDATE task_runs SET worker = COALESCE(?, worker), start_time = ?, end_time = ? "
-        "WHERE id = ?",
-        [
-            (_text(worker), float(start), float(end), str(task_run_id))
-            for event in events
-            for task_run_id, worker, start, end in event.timings
-        ],
+        "UPDATE task_runs SET worker = COALESCE(?, worker), start_time = COALESCE(start_time, ?), "
+        "end_time = COALESCE(?, end_time), "
+        "attempts = CASE WHEN attempts < ? THEN ? ELSE attempts END, "
+        "result_size = COALESCE(?, result_size), error = COALESCE(?, error), "
+        "traceback = COALESCE(?, traceback), full_traceback = COALESCE(?, full_traceback) WHERE id = ?",
+        rows,
     )
 
 
@@ -339,7 +346,7 @@ RECORDERS: Mapping[type, Callable[[Any, Any], None]] = MappingProxyType(
         TaskRunCreated: record_task_runs_created,
         TaskRunState: record_task_run_states,
         TaskRunAttempt: record_task_run_attempts,
-        TaskRunTimings: record_task_run_timings,
+        TaskRunDetails: record_task_run_details,
         LogLine: record_log_lines,
         Heartbeat: record_heartbeats,
     }
