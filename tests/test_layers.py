@@ -41,6 +41,7 @@ WORKER_SIDE = frozenset({
     "dagrun.context",
     "dagrun.errors",
     "dagrun.executors",
+    "dagrun.executors.dask_batches",
     "dagrun.executors.dask_events",
     "dagrun.executors.dask_logs",
     "dagrun.executors.dask_worker",

@@ -18,8 +18,8 @@ from typing import Any
 import distributed
 
 from dagrun.errors import TaskExitError
-from dagrun.executors.dask_events import event_batches_of
-from dagrun.executors.dask_logs import batches_of, silence_compute_failed
+from dagrun.executors.dask_events import send_event
+from dagrun.executors.dask_logs import batches_of, send_line, silence_compute_failed
 from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
 from dagrun.secrets import mask_record
@@ -49,7 +49,7 @@ def _forward_log(line: dict) -> None:
     except ValueError:  # not on a worker (e.g. a local client.run); print where we are
         print(line["message"])
         return
-    batches_of(worker).add(line)
+    send_line(worker, line)
 
 
 def _forward_event(event: TaskEvent) -> None:
@@ -58,7 +58,7 @@ def _forward_event(event: TaskEvent) -> None:
         worker = distributed.get_worker()
     except ValueError:  # not on a worker: nobody to report to
         return
-    event_batches_of(worker).add(event)
+    send_event(worker, event)
 
 
 def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:

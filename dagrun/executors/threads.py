@@ -29,7 +29,9 @@ from dagrun.concurrency import read_limits
 
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
+from dagrun.executors.local import WORKER_NAME
 from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
+from dagrun.task_events import TaskEvent
 
 _WAIT_SLICE = 0.1  # seconds: how soon a wait notices `interrupt()` (which may take no lock)
 
@@ -77,10 +79,12 @@ class ThreadSession(ExecutorSession):
         self,
         max_workers: int | None,
         on_log: Callable[[dict], None],
+        on_events: Callable[[Sequence[TaskEvent]], None] | None = None,
         concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
     ) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="dagrun-task")
         self._on_log = on_log
+        self._on_events = on_events
         self._lock = threading.Lock()
         self._interrupted = False
         self._cancelled = False
@@ -123,8 +127,12 @@ class ThreadSession(ExecutorSession):
         args, kwargs = _values_of(submission.args), _values_of(submission.kwargs)
         return run_task(
             submission.spec, submission.task_run_id, submission.index, args, kwargs, self._on_log,
-            submission.cache_key,
+            submission.cache_key, self._event,
         )
+
+    def _event(self, event: TaskEvent) -> None:
+        if self._on_events is not None:  # same process, same clock: only `worker` to fill in
+            self._on_events([event._replace(worker=WORKER_NAME)])
 
     def _when_done(self, dependencies: list[ThreadHandle], fn: Callable[..., Any], *args: Any) -> ThreadHandle:
         """A handle for `fn(*args)`, handed to the pool once every dependency is done."""
@@ -221,8 +229,10 @@ class ThreadExecutor(Executor):
             raise ConfigError(f"ThreadExecutor(max_workers=...) needs an int >= 1, got {max_workers!r}")
         self.max_workers = max_workers
 
-    def start(self, on_log: Callable[[dict], None]) -> ThreadSession:
-        return ThreadSession(self.max_workers, on_log)
+    def start(
+        self, on_log: Callable[[dict], None], on_events: Callable[[Sequence[TaskEvent]], None] | None = None
+    ) -> ThreadSession:
+        return ThreadSession(self.max_workers, on_log, on_events)
 
     def __repr__(self) -> str:
         return f"ThreadExecutor(max_workers={self.max_workers})"
