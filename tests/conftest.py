@@ -95,7 +95,10 @@ def child_processes() -> set[int]:
 
 
 def wait_until_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
-    """The pids among `pids` still alive after waiting up to `timeout` for them to exit."""
+    """The pids among `pids` still alive after waiting up to `timeout` for them to exit.
+
+    A zombie counts as gone: it has exited, and only its parent has not collected its status
+    (init, for a dead driver's orphans, and some sandboxes' init never does)."""
     processes = []
     for pid in pids:
         try:
@@ -103,7 +106,14 @@ def wait_until_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
         except psutil.NoSuchProcess:
             continue
     _, alive = psutil.wait_procs(processes, timeout=timeout)
-    return {process.pid for process in alive}
+    return {process.pid for process in alive if not _exited(process)}
+
+
+def _exited(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 class _ListHandler(logging.Handler):

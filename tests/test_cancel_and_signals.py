@@ -24,6 +24,8 @@ from typing import Any
 import psutil
 import pytest
 
+from conftest import wait_until_gone
+
 DAGRUN = Path(sys.executable).parent / "dagrun"  # the console script itself: its pid is the driver's
 CANCEL_WITHIN = 5.0  # seconds from the request to a Cancelled run whose processes are all gone
 
@@ -121,19 +123,6 @@ def running_driver(tmp_path: Path, flow: str, *, ignore_sigint: bool = False) ->
             process.wait(timeout=30)
 
 
-def left_alive(pids: set[int], timeout: float) -> list[int]:
-    processes = []
-    for pid in pids:
-        try:
-            process = psutil.Process(pid)
-            if process.status() != psutil.STATUS_ZOMBIE:
-                processes.append(process)
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    return [process.pid for process in alive]
-
-
 def cancel_requested_at(run_id: str, home: Path) -> float:
     """When `dagrun runs cancel` recorded the request (the history's clock)."""
     from dagrun.history import HistoryStore
@@ -168,7 +157,7 @@ def assert_cancelled_quickly(driver: dict[str, Any], home: Path) -> None:
     assert f"Cancel requested for flow run {run_id}" in result.stdout
     requested = cancel_requested_at(run_id, home)
     exited, stderr = wait_for_exit(process, timeout=60)
-    assert left_alive(driver["family"], timeout=0.5) == []
+    assert wait_until_gone(driver["family"], timeout=0.5) == set()
     assert exited - requested < CANCEL_WITHIN, f"the driver exited {exited - requested:.1f} s after the request"
     assert process.returncode == 130, stderr
     assert "Flow run cancelled" in stderr and "Traceback" not in stderr
@@ -202,7 +191,7 @@ def test_runs_cancel_reaches_a_subflow_through_a_body_that_catches_exceptions(tm
         process, run_id = driver["process"], driver["run_id"]
         assert dagrun("runs", "cancel", run_id).returncode == 0
         _, stderr = wait_for_exit(process, timeout=60)
-        assert left_alive(driver["family"], timeout=5) == []
+        assert wait_until_gone(driver["family"], timeout=5) == set()
         assert process.returncode == 130, stderr
         outer = show(run_id)
         assert outer["state"] == "Cancelled"
@@ -218,7 +207,7 @@ def test_sigterm_cancels_the_run_and_exits_143(tmp_path):
         sent = time.time()
         process.send_signal(signal.SIGTERM)  # what `kill`, systemd and container runtimes send
         exited, stderr = wait_for_exit(process, timeout=60)
-        assert left_alive(driver["family"], timeout=0.5) == []
+        assert wait_until_gone(driver["family"], timeout=0.5) == set()
         assert exited - sent < CANCEL_WITHIN, f"the driver exited {exited - sent:.1f} s after SIGTERM"
         assert process.returncode == 143, stderr
         assert "Finished in state Cancelled: Cancelled by SIGTERM" in stderr and "Traceback" not in stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import wait_until_gone
 from console_script import DAGRUN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,8 +139,7 @@ def test_ctrl_c_cancels_exits_130_and_leaves_no_process(tmp_path):
     assert process.returncode == 130, stderr
     assert "Cancelled" in stderr
     assert "Traceback" not in stderr  # workers ignore the group's SIGINT: the driver stops them
-    _, alive = psutil.wait_procs([psutil.Process(p) for p in family if psutil.pid_exists(p)], timeout=15)
-    assert alive == []
+    assert wait_until_gone(family) == set()
 
 
 def test_python_dash_m_and_console_script_agree(tmp_path):

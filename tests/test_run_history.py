@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import wait_until_gone
 from console_script import DAGRUN
 from dagrun import flow, get_run_logger, task
 from dagrun.history import HistoryStore
@@ -236,8 +237,7 @@ def test_runs_cancel_is_carried_out_by_the_running_driver(tmp_path):
             detail = store.get_flow_run(run["id"])
         assert detail["state"] == "Cancelled"
         assert {t["task_run_name"]: t["state"] for t in detail["task_runs"]}["stuck-0"] == "Cancelled"
-        _, alive = psutil.wait_procs([psutil.Process(p) for p in family if psutil.pid_exists(p)], timeout=20)
-        assert alive == []
+        assert wait_until_gone(family, timeout=20) == set()
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
