@@ -290,6 +290,9 @@ class DaskSession(ExecutorSession):
             return f"KilledWorker: {self._deaths.reason(exception.last_worker)}"
         return super().describe_infrastructure_error(exception)
 
+    def was_running(self, exception: BaseException) -> bool:
+        return not isinstance(exception, KilledWorker) or self._deaths.was_running(exception)
+
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster
         self._cluster = None

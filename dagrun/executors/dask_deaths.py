@@ -13,9 +13,11 @@ same cluster keep Dask's behaviour, and nothing needs configuring on a remote sc
 from the allowance.)
 
 Every task of a signed-up client that the dead worker held fails with it, also those waiting
-their turn there: the scheduler knows which tasks a worker holds, not which one was running
-(its heartbeats lag; finished tasks may be unreported) nor which one killed it. Dask counts a
-death against each of them too.
+their turn there. Only the ones that were running count the death as an attempt (`task_runs`),
+so the plugin notes, as the worker is removed, which of its tasks were running: those its last
+heartbeat said were executing and are still unfinished, and, for the threads left, the tasks it
+would have started next (the best-priority ones it was processing; it runs them in that order).
+The driver asks for them once per dead worker (`WorkerDeaths.running_on`).
 
 Why a worker died is known to its nanny: when it ends a worker for exceeding its memory limit
 it logs a `worker-restart-memory` event with the scheduler. `death_reason` finds it.
@@ -23,8 +25,10 @@ it logs a `worker-restart-memory` event with the scheduler. `death_reason` finds
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import distributed
@@ -32,6 +36,7 @@ from dask.utils import format_bytes
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 MEMORY_TOPIC = "worker-restart-memory"  # logged by the nanny (distributed.worker_memory)
+KEEP_DEATHS = 1000  # dead workers whose running tasks are remembered
 REASON_WAIT = 0.5  # seconds a nanny's account of a worker death may trail the death
 logger = logging.getLogger("dagrun.executors")
 
@@ -41,8 +46,35 @@ class WorkerDeaths(SchedulerPlugin):
 
     name = "dagrun-worker-deaths"
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
         self.clients: set[str] = set()
+        self.workers: dict[str, Any] = dict(scheduler.workers)  # address -> WorkerState, kept through its removal
+        self.running: OrderedDict[str, frozenset] = OrderedDict()  # dead worker -> keys it was running
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        self.workers[worker] = scheduler.workers[worker]
+        self.running.pop(worker, None)
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        self.workers.pop(worker, None)  # called after the worker's tasks were failed
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        # `remove_worker` fails the dead worker's first task before the others leave its
+        # processing set: the moment to see what it was doing.
+        address = kwargs.get("worker")
+        if start != "processing" or finish != "erred" or address is None or address in self.running:
+            return
+        ws = self.workers.get(address)
+        if ws is None or self.scheduler.workers.get(address) is ws:
+            return  # a task that raised on a live worker
+        self.running[address] = running_tasks(ws, self.scheduler.tasks.get(key))
+        while len(self.running) > KEEP_DEATHS:
+            self.running.popitem(last=False)
+
+    def running_on(self, address: str) -> frozenset | None:
+        """The keys dead worker `address` was running; None when its death was not seen."""
+        return self.running.get(address)
 
     def update_graph(self, scheduler: Any, *, client: str, tasks: list, **kwargs: Any) -> None:
         if client not in self.clients:
@@ -59,12 +91,32 @@ class WorkerDeaths(SchedulerPlugin):
         self.clients.discard(client)
 
 
+def running_tasks(ws: Any, first: Any) -> frozenset:
+    """The keys dead worker `ws` was running: still-unfinished ones its last heartbeat said were
+    executing, then, for its other threads, the best-priority tasks it was processing (a
+    worker starts them in priority order). `first` left its processing set already."""
+    processing = set(ws.processing)
+    if first is not None:
+        processing.add(first)
+    executing = {ts for ts in ws.executing if ts in processing and ts not in ws.long_running}
+    threads = max(ws.nthreads - len(executing), 0)
+    waiting = (ts for ts in processing if ts not in executing and ts not in ws.long_running)
+    started = heapq.nsmallest(threads, waiting, key=lambda ts: ts.priority)
+    return frozenset(ts.key for ts in (*executing, *started))
+
+
+def running_on_dead_worker(dask_scheduler: Any, address: str) -> frozenset | None:
+    """What `WorkerDeaths` saw dead worker `address` running (run with `run_on_scheduler`)."""
+    plugin = dask_scheduler.plugins.get(WorkerDeaths.name)
+    return None if plugin is None else plugin.running_on(address)
+
+
 def install_worker_deaths(dask_scheduler: Any, client: str) -> None:
     """Sign `client` up, adding the plugin unless the scheduler has it (run with
     `run_on_scheduler`)."""
     plugin = dask_scheduler.plugins.get(WorkerDeaths.name)
     if plugin is None:
-        plugin = WorkerDeaths()
+        plugin = WorkerDeaths(dask_scheduler)
         dask_scheduler.add_plugin(plugin)
     plugin.clients.add(client)
 
@@ -84,12 +136,27 @@ def sign_up_for_worker_deaths(client: distributed.Client) -> None:
 
 
 class WorkerDeathReasons:
-    """Why each dead worker died, asked once per worker: it may have held thousands of the
-    session's tasks, each failing with its own `KilledWorker`."""
+    """Why each dead worker died and what it was running, asked once per worker: it may have
+    held thousands of the session's tasks, each failing with its own `KilledWorker`."""
 
     def __init__(self, client: distributed.Client) -> None:
         self._client = client
         self._reasons: dict[str, str] = {}  # dead worker's address -> why it died
+        self._running: dict[str, frozenset | None] = {}  # dead worker's address -> keys it ran
+
+    def was_running(self, killed: Any) -> bool:
+        """Whether `killed`'s task (a `KilledWorker`) was running when its worker died; True
+        when the scheduler cannot tell, so a death is never free by mistake."""
+        address = getattr(getattr(killed, "last_worker", None), "address", None)
+        if address is None:
+            return True
+        if address not in self._running:
+            try:
+                self._running[address] = self._client.run_on_scheduler(running_on_dead_worker, address=address)
+            except Exception:  # noqa: BLE001 - no plugin there, or the scheduler is going
+                self._running[address] = None
+        running = self._running[address]
+        return running is None or getattr(killed, "task", None) in running
 
     def reason(self, worker: Any) -> str:
         address = getattr(worker, "address", None) or "(unknown)"
