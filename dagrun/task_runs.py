@@ -358,13 +358,12 @@ class TaskRunTracker:
         retries, so a task that kills its worker takes down at most retries + 1 of them. A run
         that was only waiting on the dead worker lost no attempt: it is resubmitted for free,
         a few times at most, so nothing loops. Returns False when the run was submitted again."""
+        reason = self.session.describe_infrastructure_error(exception)  # first: it waits for late news
         if run.free_resubmits < FREE_RESUBMITS and not self.session.was_running(exception):
             run.free_resubmits += 1
-            reason = self.session.describe_infrastructure_error(exception)
             self._log(run, logging.INFO, f"Resubmitting '{run.name}': it was waiting on a worker that died ({reason})")
             return self._resubmit(run)
         budget = run.task.retry_policy.retries
-        reason = self.session.describe_infrastructure_error(exception)
         attempt = f"attempt {run.resubmits + 1} of {budget + 1}"
         if run.resubmits < budget:
             run.resubmits += 1

@@ -96,7 +96,7 @@ def test_default_local_cluster_is_shut_down_when_the_flow_fails():
 def test_worker_killed_mid_task_the_flow_still_completes(dask_executor, tmp_path):
     pid_file = tmp_path / "first-attempt.pid"
 
-    @task
+    @task(retries=1)  # a worker death costs an attempt: the task needs one to spare
     def slow_square(x, pid_path):
         path = Path(pid_path)
         if not path.exists():
@@ -112,6 +112,34 @@ def test_worker_killed_mid_task_the_flow_still_completes(dask_executor, tmp_path
         return future, total(others)
 
     assert pipeline() == (49, 30)
+
+
+def test_worker_killed_under_a_task_without_retries_crashes_it_and_the_rest_completes(dask_executor, tmp_path):
+    pid_file = tmp_path / "attempt.pid"
+
+    @task
+    def slow_square(x, pid_path):
+        Path(pid_path).write_text(str(os.getpid()))
+        time.sleep(30)
+        return x * x
+
+    @flow(executor=dask_executor)
+    def killed():
+        future = slow_square(7, str(pid_file))
+        others = square.map(range(5))
+        values = [other.result() for other in others]  # done before the kill (some on the killed worker)
+        os.kill(int(wait_for_file(pid_file)), signal.SIGKILL)
+        return future.wait(), values, total(others).result()
+
+    crashed, values, summed = killed()
+
+    assert crashed.name == "Crashed" and "attempt 1 of 1" in crashed.message, crashed.message
+    assert values == [0, 1, 4, 9, 16] and summed == 30
+    with HistoryStore.from_env() as store:
+        [run] = store.list_flow_runs(flow_name="killed")
+        states = {t["task_run_name"]: t["state"] for t in store.get_flow_run(run["id"])["task_runs"]}
+    assert states.pop("slow_square-0") == "Crashed"
+    assert set(states.values()) == {"Completed"}, states
 
 
 def test_plain_tcp_to_another_host_is_refused_before_connecting():

@@ -8,6 +8,7 @@ events and from the pids the task's attempts ran in.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -137,6 +138,46 @@ def test_map_items_waiting_on_a_worker_that_a_task_kills_complete_without_retrie
         assert {name: run["state"] for name, run in runs.items() if run["state"] != "Completed"} == {}
         assert all(run["attempts"] == 1 for run in runs.values()), runs
         assert state.name in ("Crashed", "Failed")
+    finally:
+        cluster.close()
+
+
+def test_a_worker_killed_under_a_long_task_crashes_it_and_its_queued_tasks_complete(tmp_path):
+    """An external SIGKILL: the long task it was running is Crashed (it had no retries); the
+    map items queued behind it on that worker run elsewhere without using an attempt."""
+    pid_file = tmp_path / "long.pid"
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = start_cluster(n_workers=2, threads_per_worker=1)
+    try:
+
+        @task
+        def long(path):
+            Path(path).write_text(str(os.getpid()))
+            time.sleep(60)
+
+        @task
+        def item(x):
+            time.sleep(0.05)
+            return x
+
+        @flow(executor=DaskExecutor(address=cluster.scheduler_address))
+        def killed_under_long():
+            running = long(str(pid_file))
+            items = item.map(range(40))
+            deadline = time.monotonic() + 30
+            while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.01)  # poll for the file the task writes: the cross-process event
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            return running.wait(), [i.result() for i in items]
+
+        crashed, values = killed_under_long()
+
+        assert crashed.name == "Crashed" and "attempt 1 of 1" in crashed.message, crashed.message
+        assert values == list(range(40))
+        assert worker_deaths(cluster) == 1
+        runs = task_runs("killed_under_long")
+        assert runs.pop("long-0")["state"] == "Crashed"
+        assert {(run["state"], run["attempts"]) for run in runs.values()} == {("Completed", 1)}, runs
     finally:
         cluster.close()
 
