@@ -168,15 +168,17 @@ def test_a_worker_killed_under_a_long_task_crashes_it_and_its_queued_tasks_compl
             while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
                 time.sleep(0.01)  # poll for the file the task writes: the cross-process event
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            return running.wait(), [i.result() for i in items]
+            return running, items
 
-        crashed, values = killed_under_long()
+        state = killed_under_long(return_state=True)
 
-        assert crashed.name == "Crashed" and "attempt 1 of 1" in crashed.message, crashed.message
-        assert values == list(range(40))
+        assert state.name == "Crashed"
+        assert "long-0" in str(state.exception) and "attempt 1 of 1" in str(state.exception), state.exception
         assert worker_deaths(cluster) == 1
         runs = task_runs("killed_under_long")
-        assert runs.pop("long-0")["state"] == "Crashed"
+        long_run = runs.pop("long-0")
+        assert long_run["state"] == "Crashed" and long_run["attempts"] == 1
+        assert len(runs) == 40
         assert {(run["state"], run["attempts"]) for run in runs.values()} == {("Completed", 1)}, runs
     finally:
         cluster.close()
