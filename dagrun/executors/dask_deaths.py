@@ -85,7 +85,6 @@ class WorkerDeaths(SchedulerPlugin):
                 death.finished.add(msg.get("key"))
             return handler(**msg)
 
-        handle.dagrun_wrapped = handler
         return handle
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
