@@ -7,8 +7,9 @@ Policy
 - Outcomes are read in submission order (which is a topological order), so when a run is
   finalized its upstream runs already are. An error is classified as: upstream failed ->
   `NotRun`; upstream resubmitted -> resubmit too; infrastructure (worker died, scheduler
-  lost) -> resubmit within the task's retry budget (at least one), else `Crashed`, each
-  lost attempt recorded as one; otherwise -> `Failed`.
+  lost) -> resubmit within the task's retries, else `Crashed`, each lost attempt recorded
+  as one; a run whose worker died while it only waited there is resubmitted without using an
+  attempt (up to `FREE_RESUBMITS` times); otherwise -> `Failed`.
 - A cancel request (`RunCancellation`) wakes every wait; the next task call or wait raises
   `CancelRequested` in the flow body.
 - Nothing blocks on success: finished runs are swept in batches, and a finished run's handle
@@ -47,6 +48,7 @@ from dagrun.states import State, StateType
 from dagrun.tracebacks import views_of
 
 SWEEP_EVERY = 512
+FREE_RESUBMITS = 3  # reruns of a run whose worker died while it waited there: no attempt used
 
 
 class TaskRun:
@@ -54,7 +56,7 @@ class TaskRun:
 
     __slots__ = (
         "id", "task", "index", "state", "handle", "upstream", "generation",
-        "upstream_generations", "args", "kwargs", "wait_for", "resubmits", "future_ref",
+        "upstream_generations", "args", "kwargs", "wait_for", "resubmits", "free_resubmits", "future_ref",
         "fingerprint", "cache_key", "content_hash",
     )
 
@@ -71,6 +73,7 @@ class TaskRun:
         self.kwargs: dict | None = kwargs
         self.wait_for: tuple = ()
         self.resubmits = 0
+        self.free_resubmits = 0
         self.future_ref: Callable[[], TaskFuture | None] = _dead_ref
         self.fingerprint: str | None = None
         self.cache_key: str | None = None
@@ -361,11 +364,15 @@ class TaskRunTracker:
 
     def _lost_attempt(self, run: TaskRun, exception: BaseException) -> bool:
         """An attempt the infrastructure lost (its worker died): it counts against the task's
-        retries, so a task that kills its worker takes down at most retries + 1 of them; a
-        task without retries still gets one more, as one death is more often the machine's
-        fault than the task's. Returns False when the run was submitted again."""
-        budget = max(run.task.retry_policy.retries, 1)
-        reason = self.session.describe_infrastructure_error(exception)
+        retries, so a task that kills its worker takes down at most retries + 1 of them. A run
+        that was only waiting on the dead worker lost no attempt: it is resubmitted for free,
+        a few times at most, so nothing loops. Returns False when the run was submitted again."""
+        reason = self.session.describe_infrastructure_error(exception)  # first: it waits for late news
+        if run.free_resubmits < FREE_RESUBMITS and not self.session.was_running(exception):
+            run.free_resubmits += 1
+            self._log(run, logging.INFO, f"Resubmitting '{run.name}': it was waiting on a worker that died ({reason})")
+            return self._resubmit(run)
+        budget = run.task.retry_policy.retries
         attempt = f"attempt {run.resubmits + 1} of {budget + 1}"
         if run.resubmits < budget:
             run.resubmits += 1

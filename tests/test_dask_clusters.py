@@ -96,7 +96,7 @@ def test_default_local_cluster_is_shut_down_when_the_flow_fails():
 def test_worker_killed_mid_task_the_flow_still_completes(dask_executor, tmp_path):
     pid_file = tmp_path / "first-attempt.pid"
 
-    @task
+    @task(retries=1)  # a worker death costs an attempt: the task needs one to spare
     def slow_square(x, pid_path):
         path = Path(pid_path)
         if not path.exists():
@@ -108,10 +108,45 @@ def test_worker_killed_mid_task_the_flow_still_completes(dask_executor, tmp_path
     def pipeline():
         future = slow_square(7, str(pid_file))
         others = square.map(range(5))
+        for other in others:  # finished before the kill: a task running when its worker dies loses an attempt
+            other.wait()
         os.kill(int(wait_for_file(pid_file)), signal.SIGKILL)
         return future, total(others)
 
     assert pipeline() == (49, 30)
+
+
+def test_worker_killed_under_a_task_without_retries_crashes_it_and_the_rest_completes(dask_executor, tmp_path):
+    pid_file = tmp_path / "attempt.pid"
+
+    @task
+    def slow_square(x, pid_path):
+        Path(pid_path).write_text(str(os.getpid()))
+        time.sleep(30)
+        return x * x
+
+    @flow(executor=dask_executor)
+    def killed():
+        future = slow_square(7, str(pid_file))
+        others = square.map(range(5))
+        values = [other.result() for other in others]  # done before the kill (some on the killed worker)
+        os.kill(int(wait_for_file(pid_file)), signal.SIGKILL)
+        summed = total(others)
+        summed.wait()
+        return future, values, summed
+
+    state = killed(return_state=True)
+
+    assert state.name == "Crashed"
+    assert "slow_square-0" in str(state.exception) and "attempt 1 of 1" in str(state.exception), state.exception
+    with HistoryStore.from_env() as store:
+        [run] = store.list_flow_runs(flow_name="killed")
+        runs = {t["task_run_name"]: store.get_task_run(t["id"]) for t in store.get_flow_run(run["id"])["task_runs"]}
+    crashed = runs.pop("slow_square-0")
+    assert crashed["state"] == "Crashed" and crashed["attempts"] == 1
+    assert {name: run["state"] for name, run in runs.items()} == {
+        **{f"square-{i}": "Completed" for i in range(5)}, "total-0": "Completed",
+    }
 
 
 def test_plain_tcp_to_another_host_is_refused_before_connecting():

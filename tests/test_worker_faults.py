@@ -8,11 +8,13 @@ events and from the pids the task's attempts ran in.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import distributed
 import pytest
 from dask.utils import format_bytes
@@ -85,10 +87,107 @@ def test_a_task_that_exits_its_worker_takes_down_one_worker_per_attempt(cluster,
     assert all("died" in a["error"] for a in run["attempt_history"]), run["attempt_history"]
 
 
+def test_a_task_without_retries_that_exits_its_worker_takes_down_exactly_one(cluster, tmp_path):
+    pids = tmp_path / "pids"
+
+    @task
+    def exit_hard(path):
+        with open(path, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        os._exit(1)
+
+    @flow(executor=DaskExecutor(address=cluster.scheduler_address))
+    def exits_once():
+        return exit_hard(str(pids))
+
+    state = exits_once(return_state=True)
+
+    assert state.name == "Crashed"
+    assert "attempt 1 of 1" in str(state.exception), state.exception
+    assert len(pids.read_text().split()) == 1
+    assert worker_deaths(cluster) == 1
+    [run] = task_runs("exits_once").values()
+    assert run["state"] == "Crashed" and run["attempts"] == 1
+
+
+def test_map_items_waiting_on_a_worker_that_a_task_kills_complete_without_retries(tmp_path):
+    """With worker-saturation inf the whole map is assigned to the two workers at once: the
+    items queued behind the one that kills its worker fail with it on the scheduler, and must
+    be rerun without using an attempt they never started."""
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = start_cluster(n_workers=2, threads_per_worker=1)
+    try:
+
+        @task
+        def item(x):
+            if x == 7:
+                os._exit(1)
+            time.sleep(0.02)
+            return x
+
+        @flow(executor=DaskExecutor(address=cluster.scheduler_address))
+        def mapped():
+            return item.map(range(60))
+
+        state = mapped(return_state=True)
+
+        assert worker_deaths(cluster) == 1
+        runs = task_runs("mapped")
+        assert runs.pop("item-7")["state"] == "Crashed"
+        assert len(runs) == 59
+        assert {name: run["state"] for name, run in runs.items() if run["state"] != "Completed"} == {}
+        assert all(run["attempts"] == 1 for run in runs.values()), runs
+        assert state.name in ("Crashed", "Failed")
+    finally:
+        cluster.close()
+
+
+def test_a_worker_killed_under_a_long_task_crashes_it_and_its_queued_tasks_complete(tmp_path):
+    """An external SIGKILL: the long task it was running is Crashed (it had no retries); the
+    map items queued behind it on that worker run elsewhere without using an attempt."""
+    pid_file = tmp_path / "long.pid"
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = start_cluster(n_workers=2, threads_per_worker=1)
+    try:
+
+        @task
+        def long(path):
+            Path(path).write_text(str(os.getpid()))
+            time.sleep(60)
+
+        @task
+        def item(x):
+            time.sleep(0.05)
+            return x
+
+        @flow(executor=DaskExecutor(address=cluster.scheduler_address))
+        def killed_under_long():
+            running = long(str(pid_file))
+            items = item.map(range(40))
+            deadline = time.monotonic() + 30
+            while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.01)  # poll for the file the task writes: the cross-process event
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            return running, items
+
+        state = killed_under_long(return_state=True)
+
+        assert state.name == "Crashed"
+        assert "long-0" in str(state.exception) and "attempt 1 of 1" in str(state.exception), state.exception
+        assert worker_deaths(cluster) == 1
+        runs = task_runs("killed_under_long")
+        long_run = runs.pop("long-0")
+        assert long_run["state"] == "Crashed" and long_run["attempts"] == 1
+        assert len(runs) == 40
+        assert {(run["state"], run["attempts"]) for run in runs.values()} == {("Completed", 1)}, runs
+    finally:
+        cluster.close()
+
+
 def test_a_rerun_after_a_worker_death_is_an_attempt_in_the_history(cluster, tmp_path):
     marker = tmp_path / "died-once"
 
-    @task
+    @task(retries=1)
     def fragile():
         if not marker.exists():
             marker.write_text(str(os.getpid()))
@@ -171,11 +270,10 @@ def test_a_worker_killed_for_its_memory_limit_says_so_in_the_task_error(tmp_path
         assert state.name == "Crashed"
         message = str(state.exception)
         assert "memory" in message and format_bytes(limit) in message, message
-        # No retries: one more attempt all the same (one death is more often the machine's
-        # fault than the task's), then Crashed; each attempt cost one worker.
-        assert "attempt 2 of 2" in message and worker_deaths(cluster) == 2, message
+        # No retries: the one attempt cost one worker, then Crashed.
+        assert "attempt 1 of 1" in message and worker_deaths(cluster) == 1, message
         [run] = task_runs("hungry").values()
-        assert run["state"] == "Crashed" and run["attempts"] == 2
+        assert run["state"] == "Crashed" and run["attempts"] == 1
         assert "memory" in run["error"] and format_bytes(limit) in run["error"], run["error"]
     finally:
         cluster.close()

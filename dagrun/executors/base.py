@@ -112,6 +112,11 @@ class ExecutorSession(ABC):
         """One line saying what failed under a task (e.g. why its worker died)."""
         return f"{type(exception).__name__}: {exception}"
 
+    def was_running(self, exception: BaseException) -> bool:
+        """False when an infrastructure failure hit the task only while it waited its turn
+        (its worker died running others), so the lost attempt was never started."""
+        return True
+
     def scheduler_lost(self, exception: BaseException) -> bool:
         """True when `exception` means the connection to the scheduler was lost."""
         return False

@@ -9,9 +9,9 @@ Before a session runs anything on workers it did not start, it checks their vers
 the driver's (one Dask version broadcast per flow run); workers that join later are checked as
 they join (`dask_version_gate`). Tasks with `resources=` run only on workers that declare them;
 tags with a concurrency limit hold a `distributed.Semaphore` lease per task run (`TagSlots`,
-shipped once per task in its spec). A worker's death fails the tasks it was running at once
-(`dask_deaths`), so the engine decides about reruns, under each task's retries, and says why
-the worker died.
+shipped once per task in its spec). A worker's death fails the tasks it held at once
+(`dask_deaths`), so the engine decides about reruns (under each task's retries for the ones it
+was running, free for the ones queued there), and says why the worker died.
 """
 
 from __future__ import annotations
@@ -316,6 +316,9 @@ class DaskSession(ExecutorSession):
         if isinstance(exception, KilledWorker):
             return f"KilledWorker: {self._deaths.reason(exception.last_worker)}"
         return super().describe_infrastructure_error(exception)
+
+    def was_running(self, exception: BaseException) -> bool:
+        return not isinstance(exception, KilledWorker) or self._deaths.was_running(exception)
 
     def shutdown(self) -> None:
         client, cluster = self.client, self._cluster

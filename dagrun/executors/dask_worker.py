@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +25,8 @@ from dagrun.logs import get_run_logger
 from dagrun.runner import SharedSpec, load_result, run_task
 from dagrun.secrets import mask_record
 from dagrun.task_events import TaskEvent
+
+REPORT_WAIT = 0.01  # seconds a task waits at most for its worker's queued messages to go out
 
 
 def dask_setup(worker: Any) -> None:
@@ -61,9 +64,29 @@ def _forward_event(event: TaskEvent) -> None:
     send_event(worker, event)
 
 
+def _reports_sent(wait: float = REPORT_WAIT) -> None:
+    """Let the worker send what it has queued for the scheduler (the previous task's
+    `task-finished`, batched for up to 2 ms) before user code that may end the process runs:
+    the scheduler then knows that task finished, and blames a death on the one that ran after
+    it (`dask_deaths.Death`), not on a task that only waited there."""
+    try:
+        worker = distributed.get_worker()
+        stream = worker.batched_stream
+    except (ValueError, AttributeError):
+        return
+    deadline = time.monotonic() + wait
+    while stream.buffer and time.monotonic() < deadline:
+        time.sleep(0.0005)  # the worker's event loop takes the batch; there is nothing to wait on
+    # The batch is written by a coroutine the loop starts on its next turn: one turn after it.
+    written = threading.Event()
+    worker.loop.add_callback(written.set)
+    written.wait(max(deadline - time.monotonic(), 0.0))
+
+
 def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:
     """Run the task; a `SystemExit` or `KeyboardInterrupt` from it fails the task run instead
     of the worker (Dask lets both through its task thread, and the worker process ends)."""
+    _reports_sent()
     try:
         return run_task(spec.load(), task_run_id, index, args, kwargs, _forward_log, cache_key, _forward_event)
     except (SystemExit, KeyboardInterrupt) as exit_request:
