@@ -4,12 +4,13 @@ Policy
 - A task call is submitted to the executor at once; upstream futures found anywhere in its
   arguments are replaced by the executor's handles, so the executor sees the dependency.
 - A call whose upstream already failed is not submitted: it is `NotRun` immediately.
+- A cached task's call is a hit or a miss before dispatch (`task_cache_plan`).
 - Outcomes are read in submission order (which is a topological order), so when a run is
   finalized its upstream runs already are. An error is classified as: upstream failed ->
   `NotRun`; upstream resubmitted -> resubmit too; infrastructure (worker died, scheduler
   lost) -> resubmit within the task's retries, else `Crashed`, each lost attempt recorded
   as one; a run whose worker died while it only waited there is resubmitted without using an
-  attempt (up to `FREE_RESUBMITS` times); otherwise -> `Failed`.
+  attempt (a few times at most); otherwise -> `Failed` (`task_recovery`).
 - A cancel request (`RunCancellation`) wakes every wait; the next task call or wait raises
   `CancelRequested` in the flow body.
 - Nothing blocks on success: finished runs are swept in batches, and a finished run's handle
@@ -17,8 +18,8 @@ Policy
 - A value asked for comes with the other finished values the flow still holds, in one round
   trip; a cache hit's value is read from the store by the driver (`result_batches`).
 
-State kept: every `TaskRun` record (small) for the flow's lifetime, and the list of runs not
-yet final. `_set_state` is the one place a task run's state changes.
+State kept: every `TaskRun` record (small; `task_run_record`) for the flow's lifetime, and the
+list of runs not yet final. `set_state` is the one place a task run's state changes.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dagrun.caching import CacheKeyContext, CachePlanner
+from dagrun.caching import CachePlanner
 from dagrun.cancellation import RunCancellation
-from dagrun.call_arguments import fingerprint, resolve_futures, substitute_handles, upstream_of
+from dagrun.call_arguments import fingerprint, substitute_handles, upstream_of
 from dagrun.config import env_flag
-from dagrun.errors import CancelledRunError, CrashedError, FlowTimeoutError, ResultStoreError, UpstreamFailedError
-from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, ExecutorSession, Submission
+from dagrun.errors import CancelledRunError, FlowTimeoutError
+from dagrun.executors.base import FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.futures import TaskFuture
 from dagrun.hooks import run_task_hooks
 from dagrun.log_cap import log_cap_bytes
@@ -45,55 +46,12 @@ from dagrun.result_batches import MISSING, ResultBatches
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
 from dagrun.states import State, StateType
+from dagrun.task_cache_plan import plan_cached
+from dagrun.task_recovery import SchedulerLost, finalize, load_failed, recover_from_scheduler_loss
+from dagrun.task_run_record import TaskRun, dask_key, failed_upstream, not_run_state
 from dagrun.tracebacks import views_of
 
 SWEEP_EVERY = 512
-FREE_RESUBMITS = 3  # reruns of a run whose worker died while it waited there: no attempt used
-
-
-class TaskRun:
-    """The driver's record of one task run; mutated only by `TaskRunTracker`."""
-
-    __slots__ = (
-        "id", "task", "index", "state", "handle", "upstream", "generation",
-        "upstream_generations", "args", "kwargs", "wait_for", "resubmits", "free_resubmits", "future_ref",
-        "fingerprint", "cache_key", "content_hash",
-    )
-
-    def __init__(self, run_id: str, task: Any, index: int, args: tuple, kwargs: dict) -> None:
-        self.id = run_id
-        self.task = task
-        self.index = index
-        self.state = _SUBMITTED
-        self.handle: Any = None
-        self.upstream: tuple[TaskRun, ...] = ()
-        self.generation = 0
-        self.upstream_generations: tuple[int, ...] = ()
-        self.args: tuple | None = args
-        self.kwargs: dict | None = kwargs
-        self.wait_for: tuple = ()
-        self.resubmits = 0
-        self.free_resubmits = 0
-        self.future_ref: Callable[[], TaskFuture | None] = _dead_ref
-        self.fingerprint: str | None = None
-        self.cache_key: str | None = None
-        self.content_hash: str | None = None
-
-    @property
-    def name(self) -> str:
-        """`<task name>-<n>`: the n-th call of this task in its flow run."""
-        return f"{self.task.name}-{self.index}"
-
-
-_SUBMITTED = State(StateType.PENDING, timestamp=0.0)  # shared: 20,000 runs need not each own one
-
-
-def _dead_ref() -> None:
-    return None
-
-
-class _SchedulerLost(Exception):
-    """Raised inside a sweep when a handle shows the scheduler connection was lost."""
 
 
 class TaskRunTracker:
@@ -135,10 +93,10 @@ class TaskRunTracker:
         self._deferred: list[TaskRun] = []  # waiting for upstream results before they can be planned
         self._flow_name = flow_name
         self._result_storage = result_storage
-        self._content_hashes = {} if content_hashes is None else content_hashes  # from workers' result records
+        self.content_hashes = {} if content_hashes is None else content_hashes  # from workers' result records
         self.planner: CachePlanner | None = None
         self.recorder = recorder
-        self.batches = ResultBatches(session, lambda: self._cache_planner().store)
+        self.batches = ResultBatches(session, lambda: self.cache_planner().store)
 
     # ---------------------------------------------------------------- submission
     def submit(self, task: Any, args: tuple, kwargs: dict, wait_for: Iterable[Any] = ()) -> TaskFuture:
@@ -192,53 +150,21 @@ class TaskRunTracker:
             self._deferred.append(run)  # planned when its upstream runs are (cache keys need them)
             return None
         if run.task.cache:
-            return self._plan_cached(run)
-        return self._prepare(run)
+            return plan_cached(self, run)
+        return self.prepare(run)
 
-    def _plan_cached(self, run: TaskRun) -> Submission | None:
-        """Decide hit or miss before dispatch: a hit never takes a worker slot."""
-        blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
-        if blocked is not None:
-            return self._prepare(run)  # records NotRun
-        planner = self._cache_planner()
-        try:
-            context = CacheKeyContext(
-                run.task, run.name, self.flow_run_id, self.flow_run_name, self.flow_parameters
-            )
-            parts = planner.key_parts(
-                run.task, run.name, run.args, run.kwargs, self._upstream_hash, context, self._resolve_values
-            )
-            decision = planner.decide(run.task, run.name, parts)
-        except Exception as exc:  # an unhashable argument, a failing cache_key_fn
-            _add_note(exc, f"while computing the cache key of task run '{run.name}'")
-            self._log(run, logging.ERROR, f"Task run '{run.name}' failed: {_describe(exc)}")
-            self._set_state(run, State(StateType.FAILED, message=_describe(exc), exception=exc))
-            return None
-        run.cache_key = parts.key
-        if decision.hit:
-            run.content_hash = decision.entry.checksum
-            self.batches.hit(run, decision.entry.size)
-            message = f"Cached '{run.task.name}' (key {parts.key[:12]}...)"
-            self._log(run, logging.INFO, message)
-            self._set_state(run, State(StateType.CACHED, message=message))
-            return None
-        submission = self._prepare(run)
-        if submission is None:
-            return None
-        return dataclasses.replace(submission, cache_key=parts.key)
-
-    def _prepare(self, run: TaskRun) -> Submission | None:
+    def prepare(self, run: TaskRun) -> Submission | None:
         """What to send to the executor for `run`; None when it cannot run (upstream failed)."""
         upstream: list[TaskRun] = []
-        args = substitute_handles(run.args, upstream, self._handle_of)
-        kwargs = substitute_handles(run.kwargs, upstream, self._handle_of)
+        args = substitute_handles(run.args, upstream, self.handle_of)
+        kwargs = substitute_handles(run.kwargs, upstream, self.handle_of)
         ordering: list[TaskRun] = []
-        substitute_handles(run.wait_for, ordering, self._handle_of)
+        substitute_handles(run.wait_for, ordering, self.handle_of)
         run.upstream = (*upstream, *ordering)
         run.upstream_generations = tuple(up.generation for up in run.upstream)
-        blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
+        blocked = failed_upstream(run)
         if blocked is not None:
-            self._set_state(run, self._not_run_state(run, blocked))
+            self.set_state(run, not_run_state(run, blocked))
             return None
         return Submission(
             self._spec(run.task), run.id, run.index, args, kwargs,
@@ -249,42 +175,29 @@ class TaskRunTracker:
         spec = self._specs.get(task)
         if spec is None:
             log_prints = self.log_prints if task.log_prints is None else task.log_prints
-            store = self._cache_planner().store if task.cache else None
+            store = self.cache_planner().store if task.cache else None
             spec = self._specs[task] = TaskSpec(
                 task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self.recorder is not None,
                 log_cap_bytes=log_cap_bytes() or 0,
             )
         return spec
 
-    def _cache_planner(self) -> CachePlanner:
+    def cache_planner(self) -> CachePlanner:
+        """The flow run's cache planner, made when a cached task is first called."""
         if self.planner is None:
             store = ResultStore.from_env(self._result_storage)
             self.planner = CachePlanner(store, self._flow_name, refresh_all=env_flag("DAGRUN_REFRESH_CACHE"))
         return self.planner
 
-    def _handle_of(self, run: TaskRun) -> Any:
+    def handle_of(self, run: TaskRun) -> Any:
         """The executor handle of a run; a cache hit gets one (a load where it is needed) on demand."""
         if run.handle is None and run.state.type is StateType.CACHED:
             run.handle = self.session.load(self._spec(run.task), run.cache_key, key=f"load-{run.task.name}-{run.id}")
         return run.handle
 
-    def _upstream_hash(self, future: TaskFuture) -> str:
-        """An upstream result's content hash: from its store entry, else computed where it lives."""
-        run = future._run
-        if run.content_hash is None:
-            run.content_hash = self._content_hashes.pop(run.id, None)
-        if run.content_hash is None:
-            handle = self.session.content_hash(self._handle_of(run), run.task.result_serializer)
-            run.content_hash = self.session.gather([handle])[0]
-        return run.content_hash
-
-    def _resolve_values(self, value: Any) -> Any:
-        """`value` with futures replaced by their results (for `cache_key_fn` only)."""
-        return resolve_futures(value, self)
-
-    def _dispatch(self, run: TaskRun) -> bool:
+    def dispatch(self, run: TaskRun) -> bool:
         """Submit `run` on its own; False when it cannot run (an upstream failed)."""
-        submission = self._prepare(run)
+        submission = self.prepare(run)
         if submission is None:
             return False
         if run.cache_key is not None:
@@ -308,7 +221,7 @@ class TaskRunTracker:
             return False
         run.handle = previous.handle
         run.args = run.kwargs = None
-        self._set_state(run, State(StateType.COMPLETED, message="Reused from the previous attempt"))
+        self.set_state(run, State(StateType.COMPLETED, message="Reused from the previous attempt"))
         return True
 
     # ---------------------------------------------------------------- outcomes
@@ -318,107 +231,34 @@ class TaskRunTracker:
         still_active: list[TaskRun] = []
         status_of = self.session.status
         reached = False
-        active, self._active = self._active, []  # _finalize may add recomputed hits
+        active, self._active = self._active, []  # finalize may add recomputed hits
         try:
             for run in active:
                 if reached:
                     still_active.append(run)
                     continue
                 status = status_of(run.handle)
-                if status == PENDING or not self._finalize(run, status):
+                if status == PENDING or not finalize(self, run, status):
                     still_active.append(run)
                 reached = run is until
-        except _SchedulerLost:
-            self._recover_from_scheduler_loss()
+        except SchedulerLost:
+            self._active = recover_from_scheduler_loss(self)
             return
         self._active = self._active + still_active  # recomputed hits first: they are upstream
         if self._deferred:
             self._plan_deferred()
 
-    def _finalize(self, run: TaskRun, status: str) -> bool:
-        """Record the outcome of a done handle; False when the run was resubmitted instead."""
-        if status == FINISHED:
-            self._set_state(run, State(StateType.COMPLETED))
-            return True
-        blocked = next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
-        if blocked is not None:
-            self._set_state(run, self._not_run_state(run, blocked))
-            return True
-        for up in run.upstream:
-            if self._load_failed(up):
-                self._recompute(up)  # bumps its generation, so this run is resubmitted below
-        if tuple(up.generation for up in run.upstream) != run.upstream_generations:
-            return self._resubmit(run)  # an upstream was resubmitted: the error we saw is stale
-        exception = self.session.exception(run.handle)
-        if self.session.scheduler_lost(exception):
-            raise _SchedulerLost
-        if status == CANCELLED and self._cancelled:
-            self._set_state(run, State(StateType.CANCELLED, message="Cancelled with the flow run"))
-            return True
-        if status == CANCELLED or self.session.is_infrastructure_error(exception):
-            return self._lost_attempt(run, exception)
-        _add_note(exception, f"raised by task run '{run.name}' in flow run '{self.flow_run_name}'")
-        self._log(run, logging.ERROR, f"Task run '{run.name}' failed: {_describe(exception)}", exception)
-        self._set_state(run, State(StateType.FAILED, message=_describe(exception), exception=exception))
-        return True
-
-    def _lost_attempt(self, run: TaskRun, exception: BaseException) -> bool:
-        """An attempt the infrastructure lost (its worker died): it counts against the task's
-        retries, so a task that kills its worker takes down at most retries + 1 of them. A run
-        that was only waiting on the dead worker lost no attempt: it is resubmitted for free,
-        a few times at most, so nothing loops. Returns False when the run was submitted again."""
-        reason = self.session.describe_infrastructure_error(exception)  # first: it waits for late news
-        if run.free_resubmits < FREE_RESUBMITS and not self.session.was_running(exception):
-            run.free_resubmits += 1
-            self._log(run, logging.INFO, f"Resubmitting '{run.name}': it was waiting on a worker that died ({reason})")
-            return self._resubmit(run)
-        budget = run.task.retry_policy.retries
-        attempt = f"attempt {run.resubmits + 1} of {budget + 1}"
-        if run.resubmits < budget:
-            run.resubmits += 1
-            self._log(run, logging.WARNING, f"Resubmitting '{run.name}': {attempt} was lost: {reason}")
-            if self.recorder is not None:
-                self.recorder.task_attempt_lost(run, reason)
-            return self._resubmit(run)
-        crash = CrashedError(f"Task run '{run.name}' crashed on {attempt}: {reason}")
-        crash.__cause__ = exception
-        self._set_state(run, State(StateType.CRASHED, message=str(crash), exception=crash))
-        return True
-
-    def _recover_from_scheduler_loss(self) -> None:
-        """The scheduler went away, taking every in-flight task and every result with it:
-        wait for it to come back, then submit again what is unfinished and what is still
-        needed (completed runs whose value a future or a pending run may ask for)."""
-        timeout = self.session.reconnect_timeout
-        self._log_flow(logging.WARNING, f"Lost the Dask scheduler; reconnecting for up to {timeout:.0f} s")
-        if not self.session.reconnect(timeout):
-            self.cancellation.check()
-            raise CrashedError(
-                f"Lost the connection to the Dask scheduler at {self.session.address} and could not "
-                f"reconnect within {timeout:.0f} s (connect_timeout); the run's tasks were lost"
-            )
-        self._log_flow(logging.WARNING, "Reconnected to the Dask scheduler; resubmitting unfinished tasks")
-        active = []
-        for run in self.runs:  # submission order: upstream runs get their new handles first
-            if run.state.type is StateType.CACHED:
-                run.handle = None  # loaded again where needed
-            elif run.state.is_final() and not (run.state.is_completed() and run.handle is not None):
-                continue
-            elif run.args is not None:
-                run.generation += 1
-                if self._dispatch(run) and not run.state.is_final():
-                    active.append(run)
-        self._active = active
-
-    def _log_flow(self, level: int, message: str) -> None:
+    def log_flow(self, level: int, message: str) -> None:
+        """A log line of the flow run itself (not of one of its task runs)."""
         self.log_sink(log_line(level, message, "dagrun.flow_run", self.flow_run_id, self.flow_run_name))
 
-    def _resubmit(self, run: TaskRun) -> bool:
+    def resubmit(self, run: TaskRun) -> bool:
         """Submit `run` again; True when that made it final (NotRun) instead of active."""
         run.generation += 1
-        return not self._dispatch(run)
+        return not self.dispatch(run)
 
-    def _set_state(self, run: TaskRun, state: State) -> None:
+    def set_state(self, run: TaskRun, state: State) -> None:
+        """The one place a task run's state changes (and a final state is recorded)."""
         run.state = state
         if state.is_final():
             if self.recorder is not None:
@@ -431,24 +271,10 @@ class TaskRunTracker:
                 run.handle = None
             # A completed run whose value may still be asked for keeps its inputs, so it can be
             # computed again if the scheduler (and with it the value) is lost; a cache hit keeps
-            # them in case its entry fails verification when read (see _recompute).
+            # them in case its entry fails verification when read (see recompute).
             if state.type is not StateType.CACHED and (run.handle is None or state.type is not StateType.COMPLETED):
                 run.args = run.kwargs = None
                 run.wait_for = ()
-
-    def _not_run_state(self, run: TaskRun, blocked: TaskRun) -> State:
-        chain = [blocked]
-        while chain[-1].state.type is StateType.NOT_RUN:
-            cause = next((up for up in chain[-1].upstream if up.state.is_final() and not up.state.is_completed()), None)
-            if cause is None:
-                break
-            chain.append(cause)
-        root = chain[-1]
-        path = " <- ".join(f"'{r.name}'" for r in chain)
-        message = f"Task run '{run.name}' did not run because {path} {root.state.name.lower()}"
-        error = UpstreamFailedError(message)
-        error.__cause__ = root.state.exception
-        return State(StateType.NOT_RUN, message=message, exception=error)
 
     # ---------------------------------------------------------------- waiting
     def current_state(self, run: TaskRun) -> State:
@@ -502,32 +328,24 @@ class TaskRunTracker:
         return [known[run.id] for run in runs]
 
     def _gather_values(self, runs: list[TaskRun]) -> list[Any]:
-        handles = [self._handle_of(run) for run in runs]
+        handles = [self.handle_of(run) for run in runs]
         self.session.wait(handles, self._remaining(None))
         self.cancellation.check()
-        broken = [run for run in runs if self._load_failed(run)]
+        broken = [run for run in runs if load_failed(self.session, run)]
         for run in broken:
-            self._recompute(run)
+            self.recompute(run)
         for run in broken:
             self.wait_for(run).result()  # raises if the recomputation failed
         return self.session.gather([run.handle for run in runs])
 
-    def _load_failed(self, run: TaskRun) -> bool:
-        """True for a hit whose entry failed verification when a worker read it."""
-        return (
-            run.state.type is StateType.CACHED and run.handle is not None
-            and self.session.status(run.handle) == ERROR
-            and isinstance(self.session.exception(run.handle), ResultStoreError)
-        )
-
-    def _recompute(self, run: TaskRun) -> None:
+    def recompute(self, run: TaskRun) -> None:
         """Run a hit's task after all: its entry was discarded when read (checksum mismatch,
         truncation), so the store never returns it; the run rewrites the entry."""
-        self._log(run, logging.WARNING, f"Recomputing '{run.name}': {self.session.exception(run.handle)}")
+        self.log(run, logging.WARNING, f"Recomputing '{run.name}': {self.session.exception(run.handle)}")
         run.generation += 1
         run.handle = None
-        self._set_state(run, State(StateType.RUNNING))
-        if self._dispatch(run):
+        self.set_state(run, State(StateType.RUNNING))
+        if self.dispatch(run):
             self._active.insert(0, run)  # before the runs waiting for it: topological order
 
     def wait_all(self) -> None:
@@ -542,16 +360,16 @@ class TaskRunTracker:
     def cancel(self) -> None:
         """Cancel every run that has not finished; their states become Cancelled. A run that
         finished before the cancel but was not swept yet is recorded Completed, as it is."""
-        self._cancelled = True
+        self.cancelled = True
         finished = [run for run in self._active if self.session.status(run.handle) == FINISHED]
         for run in finished:
-            self._set_state(run, State(StateType.COMPLETED))
+            self.set_state(run, State(StateType.COMPLETED))
         active = [run for run in self._active + self._deferred if not run.state.is_final()]
         self._active, self._deferred = [], []
         self.session.cancel(run.handle for run in active if run.handle is not None)
         error = CancelledRunError(f"Cancelled with flow run '{self.flow_run_name}'")
         for run in active:
-            self._set_state(run, State(StateType.CANCELLED, message=str(error), exception=error))
+            self.set_state(run, State(StateType.CANCELLED, message=str(error), exception=error))
 
     def forget(self, run: TaskRun) -> None:
         """Called when a run's last TaskFuture goes away: release a finished run's value."""
@@ -568,7 +386,7 @@ class TaskRunTracker:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise FlowTimeoutError(f"Flow run '{self.flow_run_name}' exceeded its timeout_seconds")
 
-    def _log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
+    def log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
         views = views_of(exception) if exception is not None else None
         if views is not None and views.has_user_frames:  # else the message says it all
             message += "\n" + views.user
@@ -576,22 +394,6 @@ class TaskRunTracker:
             log_line(level, message, "dagrun.task_run", self.flow_run_id, self.flow_run_name, run.id, run.name)
         )
 
-    _cancelled = False
+    cancelled = False
     _since_sweep = 0
     _run_count = 0
-
-
-def dask_key(run: TaskRun) -> str:
-    """The executor key of a run's current submission; a resubmission needs a new one (Dask
-    answers a key it already knows with that key's old outcome)."""
-    return f"{run.task.name}-{run.id}" + (f"-{run.generation}" if run.generation else "")
-
-
-def _describe(exception: BaseException) -> str:
-    return f"{type(exception).__name__}: {exception}"
-
-
-def _add_note(exception: BaseException, note: str) -> None:
-    notes = getattr(exception, "__notes__", [])
-    if note not in notes and hasattr(exception, "add_note"):
-        exception.add_note(note)

@@ -68,7 +68,8 @@ WORKER_SIDE = frozenset({
 })
 DRIVER_SIDE = (
     "dagrun.engine", "dagrun.history", "dagrun.cli", "dagrun.server", "dagrun.deployments",
-    "dagrun.flows", "dagrun.task_runs", "dagrun.caching", "dagrun.recorder", "sqlite3",
+    "dagrun.flows", "dagrun.task_runs", "dagrun.task_run_record", "dagrun.task_recovery",
+    "dagrun.task_cache_plan", "dagrun.caching", "dagrun.recorder", "sqlite3",
 )
 # A user's module that declares its flow next to its tasks (`from dagrun import flow, task`)
 # also loads the `@flow` decorator on the worker, and nothing behind it.
