@@ -75,9 +75,11 @@ def test_states_timings_edges_and_logs_of_a_multi_task_run(dask_executor):
             [s["state"] for s in store.get_task_run(t["id"])["state_history"]] for t in detail["task_runs"]
         ]
     assert run["state"] == "Completed" and run["parameters"] == {"day": "2026-11-25"}
-    # Short tasks: each one's start and end reach the history together (or after the engine's
-    # final state), so no Running state is written for them.
-    assert state_histories == [["Pending", "Completed"]] * 3
+    # Each state once, in order: `Running` is written when a task's start reaches the history
+    # before its end (live states; short tasks' start and end often arrive in one batch), and
+    # the final state is written once although both the worker and the engine report it.
+    assert all(states in (["Pending", "Completed"], ["Pending", "Running", "Completed"]) for states in state_histories), state_histories
+    assert len(state_histories) == 3
     assert run["start_time"] <= run["end_time"]
     tasks = {t["task_run_name"]: t for t in detail["task_runs"]}
     assert set(tasks) == {"extract-0", "transform-0", "load-0"}
