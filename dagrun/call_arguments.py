@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dagrun.futures import TaskFuture, unmapped
+from dagrun.nested import instances_in
 
 if TYPE_CHECKING:
     from dagrun.task_runs import TaskRun, TaskRunTracker
@@ -52,22 +53,10 @@ def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
     """`value` with TaskFutures nested in list/tuple/dict/set replaced by their results,
     fetched in one round trip."""
     futures: list[TaskFuture] = []
-    _collect_futures(value, futures)
+    instances_in(value, TaskFuture, futures)
     if not futures:
         return value
     return _replace_futures(value, dict(zip(map(id, futures), tracker.results(futures))))
-
-
-def _collect_futures(value: Any, futures: list[TaskFuture]) -> None:
-    kind = type(value)
-    if kind is TaskFuture:
-        futures.append(value)
-    elif kind in (list, tuple, set, frozenset):
-        for item in value:
-            _collect_futures(item, futures)
-    elif kind is dict:
-        for item in value.values():
-            _collect_futures(item, futures)
 
 
 def _replace_futures(value: Any, results: dict[int, Any]) -> Any:

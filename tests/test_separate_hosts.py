@@ -42,6 +42,18 @@ class TlsCluster:
         (directory / "cluster_configs").mkdir(parents=True, exist_ok=True)
         (directory / "cluster_configs" / f"{name}.yaml").write_text(textwrap.dedent(text))
 
+    def secure_config(self, directory: Path) -> None:
+        """`cluster_configs/secure.yaml`: this scheduler over TLS with the driver's certificate."""
+        certs = self.certificates
+        self.config(directory, "secure", f"""\
+            address: {self.address}
+            security:
+              ca_file: {certs / "dagrun-test-CA.pem"}
+              cert: {certs / "driver.pem"}
+              key: {certs / "driver-key.pem"}
+            connect_timeout: 20
+        """)
+
     def dagrun(self, directory: Path, *args: str, timeout: float = 120):
         """`dagrun ARGS...` run on the driver host, in `directory`."""
         return self.hosts.run("driver", [shutil.which("dagrun") or "dagrun", *args], timeout=timeout, cwd=directory)
@@ -149,15 +161,7 @@ def across_hosts(n: int = 1000):
 
 def test_a_flow_runs_across_hosts_over_tls_and_data_moves_worker_to_worker(tls_cluster, tmp_path, dagrun_home):
     cluster = tls_cluster
-    certs = cluster.certificates
-    cluster.config(tmp_path, "secure", f"""\
-        address: {cluster.address}
-        security:
-          ca_file: {certs / "dagrun-test-CA.pem"}
-          cert: {certs / "driver.pem"}
-          key: {certs / "driver-key.pem"}
-        connect_timeout: 20
-    """)
+    cluster.secure_config(tmp_path)
     (tmp_path / "flow.py").write_text(FLOW)
     done = cluster.dagrun(tmp_path, "run", "flow.py", "--cluster", "secure")
     assert done.returncode == 0, done.stderr

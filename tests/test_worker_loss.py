@@ -192,15 +192,7 @@ def partitionable_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_a_partitioned_worker_task_reruns_elsewhere_and_is_recorded_once(partitionable_cluster, tmp_path):
     cluster = partitionable_cluster
-    certs = cluster.certificates
-    cluster.config(tmp_path, "secure", f"""\
-        address: {cluster.address}
-        security:
-          ca_file: {certs / "dagrun-test-CA.pem"}
-          cert: {certs / "driver.pem"}
-          key: {certs / "driver-key.pem"}
-        connect_timeout: 20
-    """)
+    cluster.secure_config(tmp_path)
     (tmp_path / "flow.py").write_text(PARTITION_FLOW)
     work = tmp_path / "work"
     work.mkdir()

@@ -30,6 +30,7 @@ from dagrun.concurrency import read_limits
 from dagrun.errors import ConfigError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, PENDING, Executor, ExecutorSession, Submission
 from dagrun.executors.local import WORKER_NAME
+from dagrun.nested import instances_in
 from dagrun.runner import TaskSpec, load_result, result_content_hash, run_task
 from dagrun.task_events import TaskEvent
 
@@ -38,18 +39,6 @@ _WAIT_SLICE = 0.1  # seconds: how soon a wait notices `interrupt()` (which may t
 
 class ThreadHandle(concurrent.futures.Future):
     """The future of one call (its value stays in the driver's memory)."""
-
-
-def _handles_in(value: Any, found: list[ThreadHandle]) -> None:
-    kind = type(value)
-    if kind is ThreadHandle:
-        found.append(value)
-    elif kind in (list, tuple, set, frozenset):
-        for item in value:
-            _handles_in(item, found)
-    elif kind is dict:
-        for item in value.values():
-            _handles_in(item, found)
 
 
 def _values_of(value: Any) -> Any:
@@ -119,7 +108,7 @@ class ThreadSession(ExecutorSession):
 
     def _dependencies(self, submission: Submission) -> list[ThreadHandle]:
         found: list[ThreadHandle] = []
-        _handles_in((submission.args, submission.kwargs, submission.after), found)
+        instances_in((submission.args, submission.kwargs, submission.after), ThreadHandle, found)
         return found
 
     def _call(self, submission: Submission) -> Any:
