@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dagrun.hashing import content_hash, hash_struct
+from dagrun.content_hashing import content_hash
+from dagrun.hashing import hash_struct
 from dagrun.results import ResultStore
 
 BAR = 1.5

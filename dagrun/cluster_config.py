@@ -20,7 +20,6 @@ An empty file means dagrun's default local cluster. A key set to null counts as 
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import os
 import reprlib
@@ -39,19 +38,12 @@ from dagrun.errors import ConfigError
 __all__ = [
     "ClusterConfig",
     "check_address_allowed",
-    "extra_for_module",
-    "import_cluster_class",
     "load_cluster_config",
     "resolve_cluster_config_path",
     "security_kwargs",
 ]
 
 CONFIG_DIRECTORY = "cluster_configs"
-
-# The dagrun extra that installs each optional top-level module a cluster class needs.
-_EXTRAS_BY_MODULE: Mapping[str, str] = MappingProxyType(
-    {"dask_kubernetes": "kubernetes", "dask_jobqueue": "slurm", "asyncssh": "ssh"}
-)
 
 # What each kind of value must be, by the words an error message uses for it.
 _KINDS: Mapping[str, Callable[[Any], bool]] = MappingProxyType(
@@ -250,52 +242,6 @@ def security_kwargs(config: ClusterConfig) -> dict[str, Any]:
                 raise ConfigError(f"{config.source}: security.{key}: file '{path}' does not exist")
             kwargs[argument] = str(path)
     return kwargs
-
-
-def extra_for_module(module_name: str) -> str | None:
-    """The dagrun extra (`pip install "dagrun[<extra>]"`) that provides `module_name`, if any."""
-    return _EXTRAS_BY_MODULE.get(module_name.partition(".")[0])
-
-
-def import_cluster_class(path: str, *, source: str) -> Callable[..., Any]:
-    """Import the cluster class at dotted `path`; a missing optional package names its extra."""
-    module_name, _, attribute = path.strip().rpartition(".")
-    if not module_name or not attribute:
-        raise ConfigError(
-            f"{source}: cluster class {path!r} is not a dotted path such as "
-            "'distributed.LocalCluster'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        missing = error.name or module_name
-        raise ConfigError(_missing_module_message(path, missing, source)) from error
-    except ImportError as error:
-        raise ConfigError(f"{source}: cannot import cluster class {path!r}: {error}") from error
-    cluster_class = getattr(module, attribute, None)
-    if not callable(cluster_class):
-        raise ConfigError(f"{source}: module '{module_name}' has no cluster class '{attribute}'")
-    # SSHCluster imports asyncssh only once it starts; check now, before anything starts.
-    if attribute == "SSHCluster" and module_name.partition(".")[0] == "distributed":
-        try:
-            importlib.import_module("asyncssh")
-        except ImportError as error:
-            raise ConfigError(_missing_module_message(path, "asyncssh", source)) from error
-    return cluster_class
-
-
-def _missing_module_message(path: str, missing: str, source: str) -> str:
-    extra = extra_for_module(missing) or extra_for_module(path)
-    if extra is None:
-        return (
-            f"{source}: cannot import cluster class {path!r}: no module named '{missing}'; "
-            "check the spelling, or install the package that provides it"
-        )
-    return (
-        f"{source}: cluster class {path!r} needs '{missing}', which is not installed; install it "
-        f'with: pip install "dagrun[{extra}]" (from a dagrun checkout: '
-        f'pip install -e ".[{extra}]")'
-    )
 
 
 def resolve_cluster_config_path(name_or_path: str) -> Path:

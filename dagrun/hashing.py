@@ -9,11 +9,9 @@ different bytes to BLAKE2b even when the remaining elements are equal.
 | `hash_struct`   | a tagged list of str/bytes/int/float/...  | combining hashes into keys       |
 | `hash_value`    | an argument value (dask tokenize, strict) | literal task arguments           |
 | `hash_function` | a function's code, closure and globals    | task identity                    |
-| `content_hash`  | serialized bytes (XXH3-128, not keyed)    | entry checksums, upstream inputs |
 
-`content_hash` is built for speed (tens of GB/s), as every stored and every loaded result goes
-through it: it catches corruption, not forgery. Keys and structures use BLAKE2b; tamper-proofing
-is the result store's HMAC-SHA256 (see `dagrun.results.envelope`).
+Keys and structures use BLAKE2b; the checksums of serialized bytes are `dagrun.content_hashing`
+(fast, not keyed); tamper-proofing is the result store's HMAC-SHA256 (`dagrun.results.envelope`).
 
 Strictness: a value that cannot be hashed deterministically is a `ConfigError` naming it, never a
 random key (a random key is a cache that silently never hits).
@@ -36,17 +34,14 @@ import textwrap
 import threading
 import types
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, Union
+from collections.abc import Callable
+from typing import Any
 
-import xxhash
 from dask.base import tokenize
 
 from dagrun.errors import ConfigError
 
 DIGEST_SIZE = 32  # of hash_struct's BLAKE2b
-
-Buffer = Union[bytes, bytearray, memoryview]
 
 
 # --- tagged structures -----------------------------------------------------------------------
@@ -376,63 +371,3 @@ def _library_dirs() -> tuple[str, ...]:
     dirs.update(site.getsitepackages())
     dirs.add(site.getusersitepackages())
     return tuple(os.path.join(os.path.realpath(d), "") for d in dirs)
-
-
-# --- content ---------------------------------------------------------------------------------
-
-
-def content_hash(payload: Buffer | Sequence[Buffer]) -> str:
-    """Hex XXH3-128 (32 digits) of serialized bytes: an entry's checksum.
-
-    `payload` is one buffer or a sequence of frames, hashed as their concatenation, so how the
-    bytes are framed does not change the hash.
-
-    An integrity check against accidents (a flipped bit, a torn or truncated write), not against
-    an attacker: XXH3 is not collision resistant, and anyone can craft two payloads with one
-    checksum. Protection against tampering is the result store's keyed HMAC-SHA256, not this.
-    """
-    frames = [payload] if isinstance(payload, (bytes, bytearray, memoryview)) else payload
-    views = [memoryview(frame).cast("B") for frame in frames]
-    with ContentHasher(sum(view.nbytes for view in views)) as hasher:
-        for view in views:
-            hasher.update(view)
-        return hasher.hexdigest()
-
-
-class ContentHasher:
-    """`content_hash` of a payload of known size, fed piece by piece as it is read or written.
-
-    A streaming XXH3-128 (the digest is the same whatever the pieces), which also checks that
-    exactly the declared `size` bytes were fed: a short read is an error, not a wrong digest.
-    Like `content_hash`, it detects corruption, not tampering.
-    """
-
-    __slots__ = ("_size", "_fed", "_state")
-
-    def __init__(self, size: int) -> None:
-        if not isinstance(size, int) or size < 0:
-            raise ValueError(f"size must be a number of bytes >= 0, got {size!r}")
-        self._size = size
-        self._fed = 0
-        self._state = xxhash.xxh3_128()
-
-    def __enter__(self) -> ContentHasher:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Nothing to release (the hash runs in the caller's thread); kept for `with` use."""
-
-    def update(self, data: Buffer) -> None:
-        view = memoryview(data).cast("B")
-        if self._fed + view.nbytes > self._size:
-            raise ValueError(f"more than the declared {self._size} bytes")
-        self._fed += view.nbytes
-        self._state.update(view)
-
-    def hexdigest(self) -> str:
-        if self._fed != self._size:
-            raise ValueError(f"got {self._fed} of the declared {self._size} bytes")
-        return self._state.hexdigest()

@@ -22,7 +22,7 @@ from dagrun.async_support import is_async, sync_callable
 from dagrun.context import LogSink, TaskRunContext, task_run_scope
 from dagrun.cache_keys import expiry_time
 from dagrun.errors import ResultStoreError, SerializationError
-from dagrun.hashing import content_hash
+from dagrun.content_hashing import content_hash
 from dagrun.results import CacheMiss, ResultStore
 from dagrun.results.serializers import dumps
 from dagrun.log_cap import CappedLog, log_cap_bytes

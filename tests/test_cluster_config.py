@@ -17,13 +17,12 @@ from real_parts import require_module
 from dagrun.cluster_config import (
     ClusterConfig,
     check_address_allowed,
-    extra_for_module,
-    import_cluster_class,
     load_cluster_config,
     resolve_cluster_config_path,
     security_kwargs,
 )
 from dagrun.errors import ConfigError
+from dagrun.executors.cluster_checks import extra_for_module, import_cluster_class
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # The installed console script: next to this interpreter (a venv's bin/), else on PATH.

@@ -19,13 +19,8 @@ import pytest
 import xxhash
 
 from dagrun.errors import ConfigError
-from dagrun.hashing import (
-    ContentHasher,
-    content_hash,
-    hash_function,
-    hash_struct,
-    hash_value,
-)
+from dagrun.content_hashing import ContentHasher, content_hash
+from dagrun.hashing import hash_function, hash_struct, hash_value
 
 # --- hash_struct -----------------------------------------------------------------------------
 
@@ -263,7 +258,8 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 import hashing_helper as m
-from dagrun.hashing import hash_function, hash_value, content_hash
+from dagrun.content_hashing import content_hash
+from dagrun.hashing import hash_function, hash_value
 names = ["scaled", "ping", "pong", "fib", "uses_numpy"]
 if sys.argv[2] == "reverse":
     names.reverse()

@@ -38,6 +38,7 @@ WORKER_SIDE = frozenset({
     "dagrun.cache_keys",
     "dagrun.cache_policies",
     "dagrun.config",
+    "dagrun.content_hashing",
     "dagrun.context",
     "dagrun.errors",
     "dagrun.executors",

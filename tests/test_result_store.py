@@ -23,7 +23,8 @@ import pytest
 from real_parts import require_part
 
 from dagrun.errors import ConfigError, ResultStoreError, SerializationError
-from dagrun.hashing import content_hash, hash_struct
+from dagrun.content_hashing import content_hash
+from dagrun.hashing import hash_struct
 from dagrun.results import CacheMiss, EntryInfo, ResultStore, envelope
 from dagrun.results import store as store_module
 from dagrun.results.serializers import dumps, loads

@@ -29,10 +29,9 @@ import dask
 import distributed
 import psutil
 
-from dagrun.cluster_config import import_cluster_class
 from dagrun.errors import ConfigError
 from dagrun.executors import dask_worker
-from dagrun.executors.cluster_checks import check_cluster_kwargs, require_cluster_class
+from dagrun.executors.cluster_checks import check_cluster_kwargs, import_cluster_class, require_cluster_class
 from dagrun.executors.worker_spawn import keep_main_script_out_of_workers
 
 THREADS_PER_WORKER = 4

@@ -11,7 +11,7 @@ An entry is one file, an envelope:
                          (zero bytes pad the head and each frame up to the next one)
 
 Two hashes of the payload, for two different threats:
-- `checksum`, XXH3-128 (`dagrun.hashing.content_hash`), always: catches corruption (a flipped
+- `checksum`, XXH3-128 (`dagrun.content_hashing.content_hash`), always: catches corruption (a flipped
   byte, a torn write). It is fast and unkeyed, so it is no defence against an attacker, who can
   recompute it or craft another payload with the same checksum.
 - `payload_mac`, HMAC-SHA256(signing key, "dagrun-result-payload" + version + cache key +
@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagrun.hashing import ContentHasher
+from dagrun.content_hashing import ContentHasher
 from dagrun.results.serializers import STORED_SERIALIZERS, Frame
 
 MAGIC = b"DAGRUNRS"
