@@ -24,7 +24,6 @@ import pytest
 from dagrun.history import (
     FlowRunState,
     HistoryStore,
-    LogLine,
     TaskRunCreated,
     TaskRunState,
 )
@@ -299,67 +298,6 @@ def test_runs_page_filters_by_state_flow_and_id(page: Any, server: DashboardServ
     page.fill('input[name="q"]', history.completed[:8])
     expect(rows).to_have_count(1)
     expect(rows).to_have_attribute("data-run-id", history.completed)
-
-
-def test_a_running_run_updates_in_place(page: Any, server: DashboardServer, database: Any,
-                                        screenshots: Path) -> None:
-    store, _, _ = database
-    run, work, publish = new_id(), new_id(), new_id()
-    now = time.time()
-    store.apply([
-        started(run, "live", now, day="2026-11-27"),
-        TaskRunCreated(work, run, "work", "work-0", (), None, now),
-        TaskRunCreated(publish, run, "publish", "publish-0", (work,), None, now),
-        TaskRunState(work, "Running", now + 0.1, attempt=1, worker="tcp://127.0.0.1:41000"),
-    ])
-    page.goto(f"{server.url}#/runs/{run}")
-    expect(node(page, "work")).to_have_attribute("data-state", "Running")
-    expect(node(page, "publish")).to_have_attribute("data-state", "Pending")
-    page.evaluate("window.notReloaded = true")
-
-    store.apply([
-        TaskRunState(work, "Completed", time.time()),
-        TaskRunState(publish, "Running", time.time(), attempt=1, worker="tcp://127.0.0.1:41001"),
-    ])
-    expect(node(page, "work")).to_have_attribute("data-state", "Completed",
-                                                 timeout=UPDATE_TIMEOUT_MS)
-    expect(node(page, "publish")).to_have_attribute("data-state", "Running",
-                                                    timeout=UPDATE_TIMEOUT_MS)
-    page.screenshot(path=str(screenshots / "run_live.png"), full_page=True)
-
-    store.apply([
-        TaskRunState(publish, "Failed", time.time(), error="OSError: disk full"),
-        FlowRunState(run, "Failed", time.time(), error="OSError: disk full"),
-    ])
-    expect(node(page, "publish")).to_have_attribute("data-state", "Failed",
-                                                    timeout=UPDATE_TIMEOUT_MS)
-    expect(page.locator(".page-header .badge")).to_have_text("Failed", timeout=UPDATE_TIMEOUT_MS)
-    assert page.evaluate("window.notReloaded") is True
-
-
-def test_logs_stream_while_the_run_goes(page: Any, server: DashboardServer, database: Any) -> None:
-    store, _, _ = database
-    run, work = new_id(), new_id()
-    now = time.time()
-    store.apply([
-        started(run, "live", now),
-        TaskRunCreated(work, run, "work", "work-0", (), None, now),
-        LogLine(run, None, now, 20, "dagrun.flow", "Starting flow run"),
-    ])
-    page.goto(f"{server.url}#/runs/{run}/logs")
-    lines = page.locator(".log-table tr")
-    expect(lines).to_have_count(1)
-    page.evaluate("window.notReloaded = true")
-    store.apply([
-        LogLine(run, work, time.time(), 20, "dagrun.task", "Read 3 files"),
-        LogLine(run, work, time.time(), 40, "dagrun.task", "Task 'work' failed: KeyError: 'id'"),
-    ])
-    expect(lines).to_have_count(3, timeout=UPDATE_TIMEOUT_MS)
-    expect(lines.nth(2)).to_contain_text("KeyError: 'id'")
-    page.select_option('select[name="level"]', "ERROR")
-    expect(lines).to_have_count(1)
-    expect(lines).to_contain_text("Task 'work' failed")
-    assert page.evaluate("window.notReloaded") is True
 
 
 def test_flows_page_charts_each_flow(page: Any, server: DashboardServer, database: Any,

@@ -343,6 +343,7 @@ def test_logs_in_order_filtered_by_task_and_level(server: ServerThread,
     ]
     assert page["next_after_id"] == page["logs"][-1]["id"]
     assert page["more"] is False
+    assert page["run_ended"] is True  # Failed: these are all the lines there will be
     first = page["logs"][0]
     assert first["level_name"] == "INFO" and first["task_name"] == "extract"
     assert first["task_run_id"] == recorded_history.extract
@@ -360,7 +361,7 @@ def test_logs_poll_incrementally_with_after_id(server: ServerThread, history_sto
                                                recorded_history: History) -> None:
     path = f"/api/runs/{recorded_history.running}/logs"
     empty = get(server, path).json()
-    assert empty == {"logs": [], "next_after_id": 0, "more": False}
+    assert empty == {"logs": [], "next_after_id": 0, "more": False, "run_ended": False}
     history_store.apply([LogLine(recorded_history.running, None, time.time(), 20, "dagrun.flow",
                                  f"line {i}") for i in range(3)])
     first = get(server, f"{path}?limit=2").json()
@@ -372,6 +373,14 @@ def test_logs_poll_incrementally_with_after_id(server: ServerThread, history_sto
     history_store.apply([LogLine(recorded_history.running, None, time.time(), 10, "x", "debug")])
     quiet = get(server, f"{path}?after_id={rest['next_after_id']}&level=ERROR").json()
     assert quiet["logs"] == [] and quiet["next_after_id"] > rest["next_after_id"]
+    # The run's last line comes before its final state: a reader who sees the end has it.
+    history_store.apply([
+        LogLine(recorded_history.running, None, time.time(), 20, "dagrun.flow", "Finished in state Completed"),
+        FlowRunState(recorded_history.running, "Completed", time.time()),
+    ])
+    last = get(server, f"{path}?after_id={quiet['next_after_id']}").json()
+    assert [line["message"] for line in last["logs"]] == ["Finished in state Completed"]
+    assert (last["more"], last["run_ended"]) == (False, True)
 
 
 def test_task_run_has_attempts_states_and_error(server: ServerThread,

@@ -204,6 +204,17 @@ class HistoryStore:
         with self.read_transaction() as connection:
             return queries.flow_run(connection, flow_run_id)
 
+    def flow_run_state(self, flow_run_id: str) -> str | None:
+        """The run's state name, None if unknown: one row, for a reader following the run's
+        logs. A run's last lines are written before its final state, so lines read after a
+        final state was seen are all the lines there will be."""
+        self._mark_lost_runs_if_any()
+        with self.read_transaction() as connection:
+            row = connection.execute(
+                "SELECT state FROM flow_runs WHERE id = ?", (flow_run_id,)
+            ).fetchone()
+        return None if row is None else str(row["state"])
+
     def get_task_run(self, task_run_id: str) -> dict[str, Any] | None:
         """One task run as in `get_flow_run()["task_runs"]`, plus `attempt_history` and
         `state_history`; None if unknown."""

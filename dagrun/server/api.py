@@ -5,7 +5,8 @@
 | `GET /api/runs`                    | flow runs, newest first (as `dagrun runs ls --json`; a    |
 |                                    | parameter over 1 KB is listed as its summary)            |
 | `GET /api/runs/{id}`               | one flow run with its task runs (as `runs show ID --json`)|
-| `GET /api/runs/{id}/logs`          | `{"logs": [...], "next_after_id": n}` for polling         |
+| `GET /api/runs/{id}/logs`          | `{"logs": [...], "next_after_id": n, "more": bool,       |
+|                                    | "run_ended": bool}` for polling                          |
 | `POST /api/runs/{id}/cancel`       | asks the run's driver to cancel it                       |
 | `GET /api/task-runs/{id}`          | one task run with its attempts and state history         |
 | `GET /api/flows`                   | per flow: statistics plus its recent runs for the chart  |
@@ -171,7 +172,8 @@ class RunLogsHandler(JSONHandler):
 
     `level` is a minimum, by name (WARNING) or number (30). `next_after_id` is the id of the
     last line read (filtered out or not): pass it as `after_id` to poll for newer lines.
-    `more` says the page was full and the next poll should come at once.
+    `more` says the page was full and the next poll should come at once; `run_ended` that
+    the run is over, so once a page has neither, there is nothing more to poll for.
     """
 
     async def get(self, prefix: str) -> None:
@@ -180,6 +182,9 @@ class RunLogsHandler(JSONHandler):
         after_id = self.int_argument("after_id", 0, low=0)
         limit = self.int_argument("limit", LOGS_LIMIT[0], low=1, high=LOGS_LIMIT[1])
         level = _log_level(self.get_query_argument("level", None))
+        # Read before the lines: a run's last lines are written before its final state, so
+        # once `run_ended` is true these lines (and the pages `more` asks for) are the last.
+        state = await self.call(self.store.flow_run_state, run_id)
         lines = await self.call(
             self.store.get_logs, run_id, task_name=task, after_id=after_id, limit=limit
         )
@@ -187,7 +192,10 @@ class RunLogsHandler(JSONHandler):
         more = len(lines) >= limit
         if level:
             lines = [line for line in lines if line["level"] >= level]
-        self.write_json({"logs": lines, "next_after_id": next_after_id, "more": more})
+        run_ended = state in FINAL_STATE_NAMES
+        self.write_json(
+            {"logs": lines, "next_after_id": next_after_id, "more": more, "run_ended": run_ended}
+        )
 
 
 class CancelHandler(JSONHandler):

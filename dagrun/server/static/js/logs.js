@@ -1,6 +1,7 @@
 // Logs: a run's log lines as they arrive (polling with after_id, so each poll returns only
-// new lines), filtered by task and minimum level. `LogStream` is also used on the task run
-// page for one task run's lines.
+// new lines), filtered by task and minimum level; the polling stops once the server says the
+// run has ended and every line is read. `LogStream` is also used on the task run page for one
+// task run's lines.
 
 import {
   errorMessage, formatClock, getJSON, h, pageHeader, poll, replaceQuery, shortId,
@@ -27,6 +28,7 @@ export class LogStream {
     this.count = 0;
     this.body.replaceChildren();
     this.empty.hidden = false;
+    this.scroller.dataset.stream = "following";
     this.poller = poll((current) => this.fetch(current), POLL_MS);
   }
 
@@ -44,7 +46,10 @@ export class LogStream {
     const lines = this.filter.taskRunId
       ? page.logs.filter((line) => line.task_run_id === this.filter.taskRunId) : page.logs;
     if (lines.length) this.append(lines);
-    return page.more ? "again" : undefined;
+    if (page.more) return "again";
+    if (!page.run_ended) return undefined;
+    this.scroller.dataset.stream = "ended"; // these were the run's last lines
+    return "done";
   }
 
   append(lines) {
