@@ -2,8 +2,9 @@
 
 The server is the real `dagrun server` (the console script) on 127.0.0.1 (random port) over
 an SQLite file that this process writes to while pages are open, as a running flow's driver
-would. Screenshots go to $DAGRUN_SCREENSHOT_DIR when it is set (`docs/make_screenshots.py`
-sets it to docs/screenshots), else to the test's temporary directory.
+would. Screenshots (for looking at a failure) go to $DAGRUN_SCREENSHOT_DIR when it is set, else
+to the test's temporary directory; the docs' screenshots come from real runs
+(`docs/make_screenshots.py`). A real run watched while it goes: `test_dashboard_live`.
 """
 
 from __future__ import annotations
