@@ -223,6 +223,8 @@ def test_a_real_run_moves_on_its_page_pending_running_completed(
 
     # The retried task keeps each attempt: its start, its duration and how it ended.
     node(page, "flaky").click()
+    upstream = page.locator("ul.upstream li")
+    expect(upstream).to_have_text(["prepare-0 Completed"])
     attempts = page.locator("table.attempts tbody tr")
     expect(attempts).to_have_count(2)
     expect(attempts.nth(0)).to_contain_text("ConnectionError: first attempt fails")

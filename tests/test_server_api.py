@@ -393,6 +393,12 @@ def test_task_run_has_attempts_states_and_error(server: ServerThread,
     assert task_run["error"] == "ValueError: bad row 42"
     assert [(a["attempt"], a["error"]) for a in task_run["attempt_history"]] == [
         (1, "ConnectionError: reset by peer"), (2, "ValueError: bad row 42")]
+    # Upstream runs by name and state (their ids share the flow run's prefix, so ids alone
+    # cannot tell them apart on a page).
+    assert task_run["upstream_runs"] == [
+        {"id": recorded_history.extract, "task_run_name": "extract-0", "state": "Completed"},
+        {"id": recorded_history.lookup, "task_run_name": "lookup-0", "state": "Cached"},
+    ]
     assert task_run["attempt_history"][1]["duration"] == pytest.approx(0.6)
     assert [s["state"] for s in task_run["state_history"]] == [
         "Pending", "Running", "Retrying", "Running", "Failed"]

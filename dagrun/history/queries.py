@@ -92,20 +92,21 @@ def flow_run(connection: Any, flow_run_id: str) -> Row | None:
 
 
 def task_run(connection: Any, task_run_id: str) -> Row | None:
-    """One task run with its upstream ids, each attempt and its state history."""
+    """One task run with its upstream ids (and, in `upstream_runs`, their names and states, so
+    a page can name them), each attempt and its state history."""
     row = connection.execute(
         f"SELECT {_TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?", (task_run_id,)
     ).fetchone()
     if row is None:
         return None
-    upstream = [
-        edge["upstream_id"]
-        for edge in connection.execute(
-            "SELECT upstream_id FROM task_run_upstream WHERE task_run_id = ? ORDER BY position",
-            (task_run_id,),
-        )
-    ]
-    run = _task_run(row, upstream)
+    upstream_runs = connection.execute(
+        "SELECT task_run_upstream.upstream_id AS id, task_runs.task_run_name, task_runs.state "
+        "FROM task_run_upstream LEFT JOIN task_runs ON task_runs.id = task_run_upstream.upstream_id "
+        "WHERE task_run_upstream.task_run_id = ? ORDER BY task_run_upstream.position",
+        (task_run_id,),
+    ).fetchall()
+    run = _task_run(row, [edge["id"] for edge in upstream_runs])
+    run["upstream_runs"] = upstream_runs
     attempts = connection.execute(
         "SELECT attempt, start_time, end_time, error, traceback, full_traceback FROM task_run_attempts "
         "WHERE task_run_id = ? ORDER BY attempt",

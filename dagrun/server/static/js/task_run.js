@@ -77,9 +77,10 @@ function render(taskRun) {
               : attempt.end_time ? "ok" : "running")))))
           : h("p", { class: "muted" }, "No attempt yet."),
         h("h2", null, "Upstream"),
-        taskRun.upstream && taskRun.upstream.length
-          ? h("ul", null, taskRun.upstream.map((id) => h("li", null,
-            h("a", { class: "mono", href: `#/task-runs/${encodeURIComponent(id)}` }, shortId(id)))))
+        taskRun.upstream_runs && taskRun.upstream_runs.length
+          ? h("ul", { class: "upstream" }, taskRun.upstream_runs.map((upstream) => h("li", null,
+            h("a", { href: `#/task-runs/${encodeURIComponent(upstream.id)}` },
+              upstream.task_run_name || shortId(upstream.id)), " ", upstream.state ? stateBadge(upstream.state) : null)))
           : h("p", { class: "muted" }, "None."),
         h("h2", null, "States"),
         h("ol", { class: "states" }, (taskRun.state_history || []).map((entry) =>
