@@ -8,7 +8,8 @@
 | `GET /api/runs/{id}/logs`          | `{"logs": [...], "next_after_id": n, "more": bool,       |
 |                                    | "run_ended": bool}` for polling                          |
 | `POST /api/runs/{id}/cancel`       | asks the run's driver to cancel it                       |
-| `GET /api/task-runs/{id}`          | one task run with its attempts and state history         |
+| `GET /api/task-runs/{id}`          | one task run with its attempts, state history and the    |
+|                                    | names and states of its upstream runs                    |
 | `GET /api/flows`                   | per flow: statistics plus its recent runs for the chart  |
 
 Ids may be unique prefixes, as on the command line. Unknown ids are 404, bad query values 400,
