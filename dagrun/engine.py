@@ -200,7 +200,12 @@ class FlowRunEngine:
                 )
                 raise
             except FlowTimeoutError as timeout:  # an enclosing run's: it ends that run too
-                self._finish(State(StateType.FAILED, message=str(timeout), exception=timeout, start_time=started, end_time=time.time()))
+                self._finish(
+                    State(
+                        StateType.FAILED, message=str(timeout), exception=timeout,
+                        start_time=started, end_time=time.time(),
+                    )
+                )
                 raise
             timed_out = isinstance(state.exception, FlowTimeoutError) and self.timeout.expired() is self.timeout
             if state.is_completed() or state.is_cancelled() or timed_out or attempt > policy.retries:

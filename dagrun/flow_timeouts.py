@@ -4,12 +4,19 @@ A flow body is the user's code running in the driver: at the deadline it is inte
 the line after a `time.sleep(5)` in a flow with `timeout_seconds=1` never runs, and the engine
 cancels the run's tasks and records it `Failed` with a `FlowTimeoutError`.
 
-| where the body runs             | how it is interrupted at the deadline                       |
-|---------------------------------|-------------------------------------------------------------|
-| the main thread (sync body)     | SIGALRM (`setitimer`): also ends a `time.sleep` or a blocking call; a SIGALRM handler and timer set before are passed their alarm and restored |
-| another thread                  | an exception injected into it (`PyThreadState_SetAsyncExc`): at its next Python instruction, after a blocking call returns |
-| an async body                   | the thread waiting for it is interrupted as above, and the body's tasks are cancelled at their next `await` |
-| inside dagrun (a task call, a wait) | not there: dagrun's waits end at the deadline by themselves and raise; the interrupt is retried every 50 ms until the body is back in its own code |
+| where the body is        | how it is interrupted at the deadline                              |
+|--------------------------|--------------------------------------------------------------------|
+| main thread, sync body   | SIGALRM (`setitimer`): a `time.sleep` or blocking call ends too     |
+| another thread           | an exception injected into it (`PyThreadState_SetAsyncExc`), at    |
+|                          | its next Python instruction (a blocking call returns first)        |
+| async body               | the thread waiting for it is interrupted as above, and the body's  |
+|                          | tasks are cancelled at their next `await`                          |
+| in dagrun's code (a task | not there: dagrun's waits end at the deadline by themselves and    |
+| call, a wait)            | raise; the interrupt is tried again every 50 ms until the body is  |
+|                          | back in its own code                                               |
+
+A SIGALRM handler and timer set before the run (pytest-timeout's, a program's own) are kept:
+their alarm is passed on when it comes, and both are restored when the body ends.
 
 The interrupt is a BaseException (`_Interrupt`), so an `except Exception:` in the body does not
 swallow it; where the body was called (`run_interruptibly`) it becomes `FlowTimeoutError`.
@@ -17,9 +24,8 @@ Deadlines nest: a subflow run ends at its own deadline or at its parent's, which
 first, and the error names the run whose time is up (the outermost one), so each enclosing
 run knows whether the timeout is its own.
 
-The body itself should not install a SIGALRM handler of its own (its alarm and the run's would
-then reach one of the two): off the main thread, or with `setitimer` missing, the thread way
-above is used.
+A body that installs a SIGALRM handler of its own takes the run's alarm away (as in Prefect).
+Off the main thread, or where `setitimer` is missing (Windows), the thread way above is used.
 """
 
 from __future__ import annotations
@@ -186,7 +192,8 @@ class _Alarm:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self.previous_handler)
         if self.their_deadline is not None:
-            signal.setitimer(signal.ITIMER_REAL, max(self.their_deadline - time.monotonic(), 0.001), self.previous_timer[1])
+            remaining = max(self.their_deadline - time.monotonic(), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, remaining, self.previous_timer[1])
 
     def rearm(self) -> None:
         active = _active.get()

@@ -193,13 +193,14 @@ SCRIPT = textwrap.dedent(
     '''
     import time
     from dagrun import flow, task
+    from dagrun.executors import DaskExecutor, ThreadExecutor
 
     @task
     def sleeps() -> int:
         time.sleep(30)
         return 1
 
-    @flow(timeout_seconds=1, log_prints=True)
+    @flow(timeout_seconds=1, log_prints=True, executor=EXECUTOR)
     def show_timeouts():
         print("I will execute")
         sleeps()
@@ -209,10 +210,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_dagrun_run_of_a_timed_out_flow_exits_1_with_one_line_and_leaves_no_worker(tmp_path, dagrun_home):
-    """On the local cluster `dagrun run` starts: the task sleeping 30 s on a worker neither
-    keeps the run from ending nor survives it (its worker process is stopped)."""
-    (tmp_path / "flows.py").write_text(SCRIPT)
+@pytest.mark.parametrize("executor", ["DaskExecutor()", "ThreadExecutor()"])
+def test_dagrun_run_of_a_timed_out_flow_exits_1_with_one_line_and_leaves_no_worker(tmp_path, dagrun_home, executor):
+    """On the local cluster `dagrun run` starts, or in its threads: the task sleeping 30 s
+    neither keeps the run (nor the process) from ending nor survives it (its worker process is
+    stopped; a thread ends with the process)."""
+    (tmp_path / "flows.py").write_text(SCRIPT.replace("EXECUTOR", executor))
     started = time.monotonic()
     result = subprocess.run(
         [*DAGRUN, "run", "flows.py:show_timeouts"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
