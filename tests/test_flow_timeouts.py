@@ -84,6 +84,37 @@ def test_the_body_cannot_swallow_the_timeout_with_except_exception(executor, cal
     assert_timed_out(recorded_runs()["stubborn"])
 
 
+def test_a_timeout_met_in_a_wait_and_swallowed_still_ends_the_body(task_executor, tmp_path, calls):
+    """The deadline passes while the body waits for a task (dagrun's wait raises the timeout
+    there); a body that swallows that error is interrupted in its own code right after."""
+    release = tmp_path / "release"
+
+    @task
+    def slow() -> int:
+        for _ in range(1200):  # a minute at most
+            if release.exists():
+                break
+            time.sleep(0.05)
+        return 1
+
+    @flow(timeout_seconds=1, executor=task_executor)
+    def waits_then_carries_on():
+        try:
+            slow().result()
+        except Exception as error:  # noqa: BLE001 - what user code often does
+            calls.record(type(error).__name__)
+        time.sleep(5)
+        calls.record("after the sleep")
+
+    try:
+        state = waits_then_carries_on(return_state=True)
+    finally:
+        release.touch()
+    assert state.is_failed() and isinstance(state.exception, FlowTimeoutError)
+    assert calls.lines() == ["FlowTimeoutError"]
+    assert_timed_out(recorded_runs()["waits_then_carries_on"])
+
+
 def test_an_async_flow_is_cancelled_at_its_timeout(executor, calls):
     @flow(timeout_seconds=1, executor=executor)
     async def waits():
