@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -70,6 +70,11 @@ class RunTimeout:
     seconds: float | None
     deadline: float | None
     parent: RunTimeout | None = None
+    earliest: float | None = field(init=False)  # asked at every wait: computed once
+
+    def __post_init__(self) -> None:
+        deadlines = [run.deadline for run in self._chain() if run.deadline is not None]
+        object.__setattr__(self, "earliest", min(deadlines) if deadlines else None)
 
     @classmethod
     def start(cls, flow_run_name: str, seconds: float | None, parent: RunTimeout | None) -> RunTimeout:
@@ -77,16 +82,13 @@ class RunTimeout:
         deadline = None if seconds is None else time.monotonic() + seconds
         return cls(flow_run_name, seconds, deadline, parent)
 
-    @property
-    def earliest(self) -> float | None:
-        deadlines = [run.deadline for run in self._chain() if run.deadline is not None]
-        return min(deadlines) if deadlines else None
-
     def expired(self) -> RunTimeout | None:
         now = time.monotonic()
         return next((run for run in self._chain() if run.deadline is not None and run.deadline <= now), None)
 
     def check(self) -> None:
+        if self.earliest is None or time.monotonic() < self.earliest:
+            return  # the common case, at every wait: nothing due
         ended = self.expired()
         if ended is not None:
             raise ended.error()
