@@ -269,7 +269,7 @@ class FlowRunEngine:
                 self.cancellation.check()
                 with flow_run_scope(context):  # interrupted at the deadline, async bodies too
                     value = run_interruptibly(self.timeout, call_flow_body, self.flow.fn, self.parameters)
-                tracker.check_deadline()
+                self.timeout.check()
                 tracker.wait_all()
             except (KeyboardInterrupt, CancelRequested):
                 raise

@@ -83,7 +83,7 @@ class TaskRunTracker:
         self.flow_run_name = flow_run_name
         self.log_sink = log_sink
         self.log_prints = log_prints
-        self.timeout = timeout  # the flow run's (and its enclosing runs') deadline
+        self.timeout = timeout or RunTimeout("", None, None)  # the flow run's (and enclosing runs') deadline
         self.runs: list[TaskRun] = []
         self.first_failure: TaskRun | None = None
         self._active: list[TaskRun] = []
@@ -297,7 +297,7 @@ class TaskRunTracker:
             if not self.session.wait([run.handle], self._remaining(deadline)):
                 break
             self.sweep(until=run)
-        self.check_deadline()
+        self.timeout.check()
         self.cancellation.check()
         return run.state
 
@@ -354,7 +354,7 @@ class TaskRunTracker:
         while self._active or self._deferred:
             if self._active:
                 self.session.wait([run.handle for run in self._active], self._remaining(None))
-            self.check_deadline()
+            self.timeout.check()
             self.cancellation.check()
             self.sweep()
 
@@ -380,12 +380,8 @@ class TaskRunTracker:
             run.wait_for = ()
 
     def _remaining(self, deadline: float | None) -> float | None:
-        ends = [d for d in (deadline, self.timeout and self.timeout.earliest) if d is not None]
+        ends = [d for d in (deadline, self.timeout.earliest) if d is not None]
         return max(0.0, min(ends) - time.monotonic()) if ends else None
-
-    def check_deadline(self) -> None:
-        if self.timeout is not None:
-            self.timeout.check()
 
     def log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
         views = views_of(exception) if exception is not None else None
