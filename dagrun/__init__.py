@@ -54,7 +54,9 @@ _HOMES = {
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        raise AttributeError(f"module 'dagrun' has no attribute {name!r}")
+        from dagrun.prefect_options import missing_name
+
+        raise missing_name(name)  # a Prefect name dagrun lacks says what to use
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -184,7 +184,8 @@ def _ctrl_c_raises() -> Iterator[None]:
 
 def call_flow_body(fn: Callable[..., Any], parameters: dict[str, Any]) -> Any:
     """The flow body's return value; an async body runs on a loop in a thread of its own,
-    with this thread's context (the flow run's). Ctrl-C here cancels the body."""
+    with this thread's context (the flow run's). Ctrl-C (or the flow's timeout, see
+    `dagrun.flow_timeouts`) interrupting the wait here cancels the body's tasks."""
     value = fn(**parameters)
     if not inspect.iscoroutine(value):
         return value
@@ -205,7 +206,7 @@ def call_flow_body(fn: Callable[..., Any], parameters: dict[str, Any]) -> Any:
     try:
         while thread.is_alive():
             thread.join(0.1)  # in steps, so that Ctrl-C reaches this thread
-    except KeyboardInterrupt:
+    except BaseException:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(_cancel_all, loop)
         thread.join(5)

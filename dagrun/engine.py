@@ -10,6 +10,10 @@ Policy
   note naming the task); a crashed task makes the flow `Crashed`.
 - Flow retries re-run the body; task runs completed in the failed attempt (same task, same
   call position, same inputs) are reused rather than recomputed.
+- `timeout_seconds` (per attempt, as in Prefect, from when the body starts) interrupts the body
+  wherever it is (`dagrun.flow_timeouts`), cancels the run's tasks and ends the run `Failed`
+  with `FlowTimeoutError`, not retried. A subflow also ends at its parent's deadline; it is
+  then recorded `Failed` and the parent's timeout goes on up to the parent.
 - Ctrl-C cancels the pending tasks, marks them `Cancelled` and re-raises KeyboardInterrupt.
   `dagrun runs cancel` and SIGTERM do the same without a signal reaching the flow body: they
   set the run's `RunCancellation`, whose `CancelRequested` the body meets at its next task
@@ -36,6 +40,7 @@ from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
 from dagrun.errors import CancelledRunError, CancelRequested, CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
 from dagrun.executors.base import Executor, ExecutorSession
+from dagrun.flow_timeouts import RunTimeout, run_interruptibly
 from dagrun.hooks import run_flow_hooks
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
@@ -134,11 +139,7 @@ class FlowRunEngine:
         self.tasks: TaskRunTracker | None = None
         self.state = State(StateType.PENDING)
         self.cancellation = parent.engine.cancellation if parent is not None else RunCancellation()
-        timeout = flow.timeout_seconds
-        own_deadline = None if timeout is None else time.monotonic() + timeout
-        parent_deadline = parent.engine.tasks.deadline if parent is not None else None
-        deadlines = [d for d in (own_deadline, parent_deadline) if d is not None]
-        self.deadline = min(deadlines) if deadlines else None
+        self.timeout: RunTimeout | None = None  # the current attempt's (`_attempt`)
 
     def on_log(self, line: dict) -> None:
         """Every log line of this run (and its subflows), from any worker, arrives here.
@@ -198,7 +199,16 @@ class FlowRunEngine:
                     )
                 )
                 raise
-            if state.is_completed() or state.is_cancelled() or attempt > policy.retries:
+            except FlowTimeoutError as timeout:  # an enclosing run's: it ends that run too
+                self._finish(
+                    State(
+                        StateType.FAILED, message=str(timeout), exception=timeout,
+                        start_time=started, end_time=time.time(),
+                    )
+                )
+                raise
+            timed_out = isinstance(state.exception, FlowTimeoutError) and self.timeout.expired() is self.timeout
+            if state.is_completed() or state.is_cancelled() or timed_out or attempt > policy.retries:
                 break
             delay = policy.delay_for(attempt)
             self.log(
@@ -233,6 +243,8 @@ class FlowRunEngine:
     def _attempt(self, reusable: dict, keep_completed: bool) -> State:
         """Run the body once and wait for its tasks; returns the attempt's final state."""
         context = self._context()
+        enclosing = self.parent.engine.timeout if self.parent is not None else None
+        self.timeout = RunTimeout.start(self.flow_run_name, self.flow.timeout_seconds, enclosing)
         tracker = TaskRunTracker(
             self.session,
             flow_run_id=self.flow_run_id,
@@ -241,7 +253,7 @@ class FlowRunEngine:
             log_prints=self.flow.log_prints,
             keep_completed=keep_completed,
             reusable=reusable,
-            deadline=self.deadline,
+            timeout=self.timeout,
             flow_name=self.flow.name,
             result_storage=self.result_storage,
             content_hashes=self.content_hashes,
@@ -255,15 +267,15 @@ class FlowRunEngine:
         try:
             try:
                 self.cancellation.check()
-                with flow_run_scope(context):
-                    value = call_flow_body(self.flow.fn, self.parameters)  # async bodies too
-                tracker.check_deadline()
+                with flow_run_scope(context):  # interrupted at the deadline, async bodies too
+                    value = run_interruptibly(self.timeout, call_flow_body, self.flow.fn, self.parameters)
+                self.timeout.check()
                 tracker.wait_all()
             except (KeyboardInterrupt, CancelRequested):
                 raise
-            except FlowTimeoutError:
-                raise
             except Exception as exc:
+                if isinstance(exc, FlowTimeoutError) and self.timeout.expired() is not None:
+                    raise  # this run's time (or an enclosing run's) is up; else a subflow's error
                 mask_exception(exc)  # the flow body's failure is shown and stored: no secret in it
                 tracker.wait_all()  # independent branches finish, so their work is kept
                 kind = StateType.CRASHED if isinstance(exc, CrashedError) else StateType.FAILED
@@ -281,6 +293,8 @@ class FlowRunEngine:
             raise
         except FlowTimeoutError as exc:
             tracker.cancel()
+            if self.timeout.expired() is not self.timeout:
+                raise  # an enclosing run's timeout: `run` records this run and passes it on
             return State(StateType.FAILED, message=str(exc), exception=exc)
 
 

@@ -36,8 +36,17 @@ def expected_type_at(annotation: Any, path: Sequence[Any]) -> Any:
 
 
 def type_name(annotation: Any) -> str:
-    if isinstance(annotation, type) and not typing.get_args(annotation):
+    """How a type reads in a message: `int`, `Window | None`, `list[Window]` (no module paths)."""
+    if annotation is Ellipsis:
+        return "..."
+    members = _union_members(annotation)
+    if members is not None:
+        return " | ".join("None" if member is _NONE else type_name(member) for member in members)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(annotation, type) and not args:
         return annotation.__name__
+    if isinstance(origin, type) and args:
+        return f"{origin.__name__}[{', '.join(type_name(arg) for arg in args)}]"
     return str(annotation).replace("typing.", "")
 
 

@@ -17,6 +17,10 @@ one fails where it is decorated, naming the option and what to use instead:
 | `result_serializer`        | @flow       | `@task(result_serializer=...)`                            |
 | `on_cancellation`          | @flow       | `on_failure=` hooks; Cancelled runs show in the history    |
 | `on_crashed`               | @flow       | `on_failure=` hooks (they also run for Crashed)             |
+
+Prefect's top-level names dagrun lacks fail the same way where they are imported (`missing_name`,
+called by `dagrun.__getattr__`): `from dagrun import get_client` is an ImportError saying what
+to use, not Python's bare "cannot import name" (Prefect's task runners: `dagrun.task_runners`).
 """
 
 from __future__ import annotations
@@ -60,3 +64,19 @@ def reject_options(kind: str, name: str, given: Mapping[str, Any], supported: It
     close = difflib.get_close_matches(option, list(supported), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"dagrun's options are: {', '.join(sorted(supported))}"
     raise ConfigError(f"{where}: unknown option '{option}'; {hint}")
+
+
+_TOP_LEVEL = {
+    "get_client": "there is no API server client; read runs with `dagrun runs ls --json` or from "
+    "`dagrun server`'s /api/runs",
+    "deploy": "there are no work pools; declare my_flow.deployment(...) and run `dagrun serve FILE`",
+}
+
+
+def missing_name(name: str) -> Exception:
+    """What `dagrun.__getattr__(name)` raises: for a Prefect name dagrun lacks, an ImportError
+    saying what to use (`from dagrun import ...` shows its message; an AttributeError would be
+    replaced by "cannot import name"); otherwise the usual AttributeError."""
+    if name in _TOP_LEVEL:
+        return ImportError(f"dagrun has no {name}: {_TOP_LEVEL[name]}", name="dagrun")
+    return AttributeError(f"module 'dagrun' has no attribute {name!r}")

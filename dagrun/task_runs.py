@@ -35,8 +35,9 @@ from dagrun.caching import CachePlanner
 from dagrun.cancellation import RunCancellation
 from dagrun.call_arguments import fingerprint, substitute_handles, upstream_of
 from dagrun.config import env_flag
-from dagrun.errors import CancelledRunError, FlowTimeoutError
+from dagrun.errors import CancelledRunError
 from dagrun.executors.base import FINISHED, PENDING, ExecutorSession, Submission
+from dagrun.flow_timeouts import RunTimeout
 from dagrun.futures import TaskFuture
 from dagrun.hooks import run_task_hooks
 from dagrun.log_cap import log_cap_bytes
@@ -67,7 +68,7 @@ class TaskRunTracker:
         log_prints: bool,
         keep_completed: bool = False,
         reusable: dict[tuple[str, int], TaskRun] | None = None,
-        deadline: float | None = None,
+        timeout: RunTimeout | None = None,
         flow_name: str = "",
         result_storage: str | None = None,
         content_hashes: dict[str, str] | None = None,
@@ -82,7 +83,7 @@ class TaskRunTracker:
         self.flow_run_name = flow_run_name
         self.log_sink = log_sink
         self.log_prints = log_prints
-        self.deadline = deadline
+        self.timeout = timeout or RunTimeout("", None, None)  # the flow run's (and enclosing runs') deadline
         self.runs: list[TaskRun] = []
         self.first_failure: TaskRun | None = None
         self._active: list[TaskRun] = []
@@ -296,7 +297,7 @@ class TaskRunTracker:
             if not self.session.wait([run.handle], self._remaining(deadline)):
                 break
             self.sweep(until=run)
-        self.check_deadline()
+        self.timeout.check()
         self.cancellation.check()
         return run.state
 
@@ -353,7 +354,7 @@ class TaskRunTracker:
         while self._active or self._deferred:
             if self._active:
                 self.session.wait([run.handle for run in self._active], self._remaining(None))
-            self.check_deadline()
+            self.timeout.check()
             self.cancellation.check()
             self.sweep()
 
@@ -379,12 +380,8 @@ class TaskRunTracker:
             run.wait_for = ()
 
     def _remaining(self, deadline: float | None) -> float | None:
-        ends = [d for d in (deadline, self.deadline) if d is not None]
+        ends = [d for d in (deadline, self.timeout.earliest) if d is not None]
         return max(0.0, min(ends) - time.monotonic()) if ends else None
-
-    def check_deadline(self) -> None:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise FlowTimeoutError(f"Flow run '{self.flow_run_name}' exceeded its timeout_seconds")
 
     def log(self, run: TaskRun, level: int, message: str, exception: BaseException | None = None) -> None:
         views = views_of(exception) if exception is not None else None

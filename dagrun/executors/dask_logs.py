@@ -67,8 +67,28 @@ class ComputeFailedFilter(logging.Filter):
         return not any(self._ENTRY_POINTS.search(str(arg)) for arg in record.args[:3])
 
 
+class CancelledTaskCloseFilter(logging.Filter):
+    """Drops distributed's "Async instruction for <Task cancelled name="execute('KEY')"> ended
+    with CancelledError" warning for dagrun's task calls: a worker closed while running a task
+    the run cancelled (Ctrl-C, `dagrun runs cancel`, the flow's timeout) logs it, and the
+    driver has already reported that cancel, once."""
+
+    _DAGRUN_KEY = re.compile(r"execute\('[^']+-[0-9a-f]{32}(-\d+)?'\)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if not message.startswith("Async instruction for") or "CancelledError" not in message:
+            return True
+        return self._DAGRUN_KEY.search(message) is None
+
+
 def silence_compute_failed() -> None:
-    """Filter distributed's worker logger in this process (idempotent)."""
-    logger = logging.getLogger("distributed.worker")
-    if not any(isinstance(existing, ComputeFailedFilter) for existing in logger.filters):
-        logger.addFilter(ComputeFailedFilter())
+    """Filter distributed's worker loggers in this process (idempotent): "Compute Failed" and
+    the close of a cancelled task, for dagrun's task calls."""
+    for name, kind in (
+        ("distributed.worker", ComputeFailedFilter),
+        ("distributed.worker.state_machine", CancelledTaskCloseFilter),
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, kind) for existing in logger.filters):
+            logger.addFilter(kind())

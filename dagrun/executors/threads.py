@@ -9,7 +9,9 @@ values and its `wait_for=` edges), so no pool thread ever blocks waiting for ano
 a small pool cannot deadlock on a deep graph. Each call runs in a fresh `contextvars`
 context, so code in a task sees its own task run, never the flow body's context.
 Python cannot stop a running thread: cancelling cancels the calls not yet started, and a
-cancelled run's session shuts down without waiting for the calls still running.
+cancelled run's session shuts down without waiting for the calls still running. The pool's
+threads are daemon threads (`DaemonThreads`), so such a call does not hold up the process's
+exit either (`dagrun run` of a flow that timed out ends then, not when the call would have).
 Tag concurrency limits (`dagrun concurrency set TAG N`) are read once per flow run and hold
 among that run's threads (a semaphore per limited tag, taken in tag order).
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import dataclasses
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -61,6 +65,58 @@ def _holding(semaphores: list[threading.BoundedSemaphore]) -> Iterator[None]:
         yield
 
 
+class DaemonThreads:
+    """Up to `max_workers` daemon threads running the calls submitted, in order; a thread is
+    added only when none is idle (as `ThreadPoolExecutor` does).
+
+    Not `ThreadPoolExecutor`: the interpreter joins its threads at exit, so a call still running
+    after its run was cancelled (Python cannot stop a thread) would keep the process alive for
+    as long as the call lasts. A daemon thread ends with the process."""
+
+    def __init__(self, max_workers: int | None) -> None:
+        self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads done with a call and not yet claimed by a submit
+        self._closed = False
+
+    def submit(self, call: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the thread pool is shut down")
+            self._calls.put(call)
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._max_workers:
+                thread = threading.Thread(target=self._serve, name=f"dagrun-task_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            call()
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop the threads once they are done; without `wait`, calls not started never run."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        if not wait:
+            try:
+                while True:
+                    self._calls.get_nowait()
+            except queue.Empty:
+                pass
+        for _ in threads:
+            self._calls.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+
 class ThreadSession(ExecutorSession):
     address = None
 
@@ -71,7 +127,7 @@ class ThreadSession(ExecutorSession):
         on_events: Callable[[Sequence[TaskEvent]], None] | None = None,
         concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
     ) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="dagrun-task")
+        self._pool = DaemonThreads(max_workers)
         self._on_log = on_log
         self._on_events = on_events
         self._lock = threading.Lock()
@@ -204,7 +260,7 @@ class ThreadSession(ExecutorSession):
 
     def shutdown(self) -> None:
         # After a cancel (or Ctrl-C), calls still running are not waited for.
-        self._pool.shutdown(wait=not (self._cancelled or self._interrupted), cancel_futures=True)
+        self._pool.shutdown(wait=not (self._cancelled or self._interrupted))
 
 
 class ThreadExecutor(Executor):
