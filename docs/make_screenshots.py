@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOWS = "docs/screenshot_flows.py"  # relative to ROOT, where every command runs
+FLOWS = "docs/screenshot_flows.py"  # relative to the project copy, where every command runs
 OUT = ROOT / "docs" / "screenshots"
 CHROMIUM = Path(os.environ.get("DAGRUN_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -39,6 +40,12 @@ class Runs:
     """`dagrun ...` commands against one history and one cluster (`DAGRUN_CLUSTER`)."""
 
     def __init__(self, home: Path, scheduler: str) -> None:
+        # The flows run from a copy in the scratch folder, so the file paths the pages show
+        # (tracebacks, deployment cards) name no folder of the machine that made them.
+        self.project = home.parent / "project"
+        shutil.copytree(ROOT / "examples", self.project / "examples")
+        (self.project / "docs").mkdir()
+        shutil.copy(ROOT / FLOWS, self.project / FLOWS)
         configs = home / "cluster_configs"
         configs.mkdir(parents=True)
         (configs / "screenshots.yaml").write_text(f"address: {scheduler}\n")
@@ -49,7 +56,7 @@ class Runs:
         self.env.pop("DAGRUN_DATABASE_URL", None)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([*DAGRUN, *args], cwd=ROOT, env=self.env, text=True,
+        return subprocess.Popen([*DAGRUN, *args], cwd=self.project, env=self.env, text=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def run(self, target: str, *params: str, expect_failure: bool = False) -> None:
