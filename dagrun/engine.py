@@ -45,7 +45,7 @@ from dagrun import script_runs
 from dagrun.run_names import flow_run_name
 from dagrun.parameters import bind_parameters
 from dagrun.secrets import known_values, mask, mask_exception, mask_record
-from dagrun.states import State, StateType
+from dagrun.states import FLOW_RUN_TRANSITIONS, State, StateType, transition
 from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished
 from dagrun.task_runs import TaskRunTracker
 
@@ -179,7 +179,7 @@ class FlowRunEngine:
         kind = "subflow run" if self.parent is not None else "flow run"
         self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
         started = time.time()
-        self.state = State(StateType.RUNNING, start_time=started)
+        self._enter(State(StateType.RUNNING, start_time=started))
         policy = self.flow.retry_policy
         reusable: dict = {}
         attempt = 1
@@ -187,7 +187,9 @@ class FlowRunEngine:
             try:
                 state = self._attempt(reusable, keep_completed=attempt <= policy.retries)
             except KeyboardInterrupt:
-                self._finish(State(StateType.CANCELLED, message="Cancelled", start_time=started, end_time=time.time()))
+                self._finish(
+                    State(StateType.CANCELLED, message="Cancelled by Ctrl-C", start_time=started, end_time=time.time())
+                )
                 raise
             except CancelRequested as request:
                 reason = str(request)
@@ -219,8 +221,10 @@ class FlowRunEngine:
         )
 
     def _finish(self, state: State) -> State:
-        """Record the final state: log it, store it, run hooks and notifiers."""
-        self.state = state
+        """Record the final state: log it, store it, run hooks and notifiers (once: a repeat of
+        the final state changes nothing)."""
+        if self._enter(state) is not state:
+            return self.state
         if self.tasks is not None and self.tasks.planner is not None:
             self.tasks.planner.save_explanations()
         level = logging.INFO if state.is_completed() else logging.ERROR
@@ -229,6 +233,14 @@ class FlowRunEngine:
             self.recorder.flow_state(self.flow_run_id, state)
         run_flow_hooks(self, state)
         return state
+
+    def _enter(self, state: State) -> State:
+        """The one place this flow run's state changes, through the flow-run transition table."""
+        self.state = transition(self.state, state, run=self, table=FLOW_RUN_TRANSITIONS)
+        return self.state
+
+    def __str__(self) -> str:
+        return f"flow run '{self.flow_run_name}'"
 
     def _attempt(self, reusable: dict, keep_completed: bool) -> State:
         """Run the body once and wait for its tasks; returns the attempt's final state."""
@@ -273,10 +285,8 @@ class FlowRunEngine:
                 kind = StateType.CRASHED if failure.state.type is StateType.CRASHED else StateType.FAILED
                 return State(kind, message=failure.state.message, exception=failure.state.exception)
             return State(StateType.COMPLETED, data=resolve_futures(value, tracker))
-        except (KeyboardInterrupt, CancelRequested) as stop:
+        except (KeyboardInterrupt, CancelRequested):
             tracker.cancel()
-            reason = str(stop) if isinstance(stop, CancelRequested) else "Cancelled by Ctrl-C"
-            self.state = State(StateType.CANCELLED, message=reason)
             self.log(logging.WARNING, f"Flow run '{self.flow_run_name}' cancelled: pending tasks cancelled")
             raise
         except FlowTimeoutError as exc:

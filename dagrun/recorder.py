@@ -126,7 +126,7 @@ class RunRecorder:
     def task_state(self, run: Any, state: State) -> None:
         """A task run's final state, as the engine classified it (merged with what its worker
         reported, see `LiveTaskRuns`)."""
-        self._live.engine_state(run.id, state.name, lambda: _task_run_state(run, state))
+        self._live.engine_state(run.id, state.type, lambda: _task_run_state(run, state))
 
     def task_attempt_lost(self, run: Any, error: str) -> None:
         """An attempt of `run` ended with its worker (the run is being submitted again)."""

@@ -258,8 +258,9 @@ class TaskRunTracker:
         return not self.dispatch(run)
 
     def set_state(self, run: TaskRun, state: State) -> None:
-        """The one place a task run's state changes (and a final state is recorded)."""
-        run.state = state
+        """The one place a task run's state changes (through the transition table)."""
+        if not run.enter(state):
+            return  # a repeat of its final state: nothing changes
         if state.is_final():
             if self.recorder is not None:
                 self.recorder.task_state(run, state)
