@@ -15,6 +15,10 @@ Policy
   set the run's `RunCancellation`, whose `CancelRequested` the body meets at its next task
   call or wait; the run returns its `Cancelled` state (SIGTERM: then exits 143).
 
+Everything that happens to the run is published to its `Observers` (`dagrun.observers`):
+the run history, terminal progress, hooks and notifiers subscribe there; subflow runs share
+their parent's.
+
 State kept: one `FlowRunEngine` per flow run, holding the executor session and the
 `TaskRunTracker` of the current attempt (`engine.tasks`, which task calls submit to).
 """
@@ -27,6 +31,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from dagrun.async_support import call_flow_body
@@ -36,10 +41,11 @@ from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
 from dagrun.errors import CancelledRunError, CancelRequested, CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
 from dagrun.executors.base import Executor, ExecutorSession
-from dagrun.hooks import run_flow_hooks
+from dagrun.hooks import HookRunner
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line, print_log_line
-from dagrun.progress import ProgressDisplay
+from dagrun.observers import FlowRunStarted, FlowRunStateChanged, Observers
+from dagrun.progress import ProgressDisplay, progress_wanted
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun import script_runs
 from dagrun.run_names import flow_run_name
@@ -80,15 +86,18 @@ def run_flow(
     if observe is not None:
         observe(engine)
     if parent is not None:
-        engine.recorder = parent.engine.recorder
+        engine.recorder, engine.observers = parent.engine.recorder, parent.engine.observers
         state = engine.run(parent.engine.session)
     else:
         log_cap_bytes()  # a bad DAGRUN_LOG_CAP_BYTES fails here, before anything starts
         chosen = resolve_executor(executor, flow.executor)
         engine.recorder = RunRecorder.open()
+        progress = ProgressDisplay(engine.flow_run_name) if progress_wanted() else None
+        # The history first: a hook sees its run recorded.
+        engine.observers = Observers(o for o in (engine.recorder, progress, HookRunner()) if o is not None)
         try:
             with sigterm_cancels(engine.cancellation):
-                state = _run_top_level(engine, chosen)
+                state = _run_top_level(engine, chosen, progress)
         finally:
             if engine.recorder is not None:
                 engine.recorder.close()
@@ -98,12 +107,13 @@ def run_flow(
     return state if return_state else state.result()
 
 
-def _run_top_level(engine: FlowRunEngine, executor: Executor) -> State:
+def _run_top_level(engine: FlowRunEngine, executor: Executor, progress: ProgressDisplay | None) -> State:
     """Run on a session of its own, always shut down; a cancel request wakes its waits."""
     session = executor.start(on_log=engine.on_log, on_events=engine.on_events)
     engine.cancellation.add_waker(session.interrupt)
+    store = engine.recorder.store if engine.recorder is not None else None
     try:
-        with CancelWatcher(engine), ProgressDisplay(engine):
+        with CancelWatcher(store, engine.flow_run_id, engine.cancellation, engine.log), progress or nullcontext():
             return engine.run(session, executor_name=repr(executor))
     except CancelRequested:
         return engine.state  # recorded Cancelled
@@ -127,7 +137,9 @@ class FlowRunEngine:
         self.flow_run_id = given_id or uuid.uuid4().hex
         self.flow_run_name = flow_run_name(flow, parameters, f"{flow.name}-{self.flow_run_id[:6]}")
         self.session: ExecutorSession | None = None
-        self.recorder: RunRecorder | None = None
+        self.recorder: RunRecorder | None = None  # also one of `observers`; its lifetime is the run's
+        self.observers = Observers(())
+        self.started: FlowRunStarted | None = None
         # Filled by workers' result records; shared with subflows, whose records arrive here too.
         self.content_hashes: dict[str, str] = parent.engine.content_hashes if parent is not None else {}
         self.result_storage = flow.result_storage or (parent.engine.result_storage if parent else None)
@@ -145,8 +157,7 @@ class FlowRunEngine:
         Known secret values are masked here, before the terminal and the history see them."""
         line = mask_record(line)
         print_log_line(line)
-        if self.recorder is not None:
-            self.recorder.log(line)
+        self.observers.log(line)
 
     def on_events(self, events: Sequence[TaskEvent]) -> None:
         """Workers' task events of this run and its subflows (any thread): a stored result's
@@ -154,8 +165,8 @@ class FlowRunEngine:
         for event in events:
             if type(event) is TaskRunFinished and event.checksum is not None:
                 self.content_hashes[event.task_run_id] = event.checksum
-        if self.recorder is not None:
-            self.recorder.task_events([_masked(event) for event in events])
+        if self.observers.wants("task_events"):
+            self.observers.task_events([_masked(event) for event in events])
 
     def log(self, level: int, message: str) -> None:
         sink = self.parent.log_sink if self.parent is not None else self.on_log
@@ -173,8 +184,12 @@ class FlowRunEngine:
 
     def run(self, session: ExecutorSession, executor_name: str | None = None) -> State:
         self.session = session
-        if self.recorder is not None:
-            self.recorder.flow_started(self, executor_name or "shared with the parent", session.address)
+        self.started = FlowRunStarted(
+            self.flow_run_id, self.flow_run_name, self.flow, self.parameters,
+            self.parent.flow_run_id if self.parent is not None else None,
+            executor_name or "shared with the parent", session.address, time.time(),
+        )
+        self.observers.flow_run_started(self.started)
         where = f" on {session.address}" if session.address else ""
         kind = "subflow run" if self.parent is not None else "flow run"
         self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
@@ -229,9 +244,10 @@ class FlowRunEngine:
             self.tasks.planner.save_explanations()
         level = logging.INFO if state.is_completed() else logging.ERROR
         self.log(level, f"Finished in state {state.name}" + (f": {state.message}" if state.message else ""))
-        if self.recorder is not None:
-            self.recorder.flow_state(self.flow_run_id, state)
-        run_flow_hooks(self, state)
+        failure = self.tasks.first_failure if self.tasks is not None else None
+        self.observers.flow_run_state(
+            FlowRunStateChanged(self.started, state, failure.name if failure is not None else None)
+        )
         return state
 
     def _enter(self, state: State) -> State:
@@ -257,7 +273,7 @@ class FlowRunEngine:
             flow_name=self.flow.name,
             result_storage=self.result_storage,
             content_hashes=self.content_hashes,
-            recorder=self.recorder,
+            observer=self.observers,
             cancellation=self.cancellation,
             flow_parameters=self.parameters,
         )

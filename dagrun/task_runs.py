@@ -38,10 +38,9 @@ from dagrun.config import env_flag
 from dagrun.errors import CancelledRunError, FlowTimeoutError
 from dagrun.executors.base import FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.futures import TaskFuture
-from dagrun.hooks import run_task_hooks
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import log_line
-from dagrun.recorder import RunRecorder
+from dagrun.observers import Observers
 from dagrun.result_batches import MISSING, ResultBatches
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
@@ -71,7 +70,7 @@ class TaskRunTracker:
         flow_name: str = "",
         result_storage: str | None = None,
         content_hashes: dict[str, str] | None = None,
-        recorder: RunRecorder | None = None,
+        observer: Observers = Observers(()),
         cancellation: RunCancellation | None = None,
         flow_parameters: dict[str, Any] | None = None,
     ) -> None:
@@ -95,7 +94,8 @@ class TaskRunTracker:
         self._result_storage = result_storage
         self.content_hashes = {} if content_hashes is None else content_hashes  # from workers' result records
         self.planner: CachePlanner | None = None
-        self.recorder = recorder
+        self.observer = observer  # told what happens to each task run (history, progress, hooks)
+        self._report, self._dispatches = observer.wants("task_events"), observer.wants("task_runs_dispatched")
         self.batches = ResultBatches(session, lambda: self.cache_planner().store)
 
     # ---------------------------------------------------------------- submission
@@ -121,8 +121,7 @@ class TaskRunTracker:
             if self._keep_completed or self._reusable:
                 run.fingerprint = fingerprint(run)
             run.upstream = tuple(upstream_of(run))  # one walk of the arguments, used by _plan too
-            if self.recorder is not None:
-                self.recorder.task_created(run, self.flow_run_id)
+            self.observer.task_run_created(run, self.flow_run_id)
             previous = self._reusable.get((task.name, index))
             if previous is not None and self._reuse(run, previous):
                 continue
@@ -134,6 +133,8 @@ class TaskRunTracker:
             for (run, _), handle in zip(batch, handles):
                 run.handle = handle
                 self._active.append(run)
+            if self._dispatches:
+                self.observer.task_runs_dispatched([run for run, _ in batch])
             self._since_sweep += len(batch)
             if self._since_sweep >= SWEEP_EVERY:
                 self.sweep()
@@ -177,7 +178,7 @@ class TaskRunTracker:
             log_prints = self.log_prints if task.log_prints is None else task.log_prints
             store = self.cache_planner().store if task.cache else None
             spec = self._specs[task] = TaskSpec(
-                task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self.recorder is not None,
+                task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self._report,
                 log_cap_bytes=log_cap_bytes() or 0,
             )
         return spec
@@ -203,6 +204,7 @@ class TaskRunTracker:
         if run.cache_key is not None:
             submission = dataclasses.replace(submission, cache_key=run.cache_key)
         run.handle = self.session.submit_many([submission])[0]
+        self.observer.task_runs_dispatched((run,))
         return True
 
     def _plan_deferred(self) -> None:
@@ -213,6 +215,7 @@ class TaskRunTracker:
             submission = self._plan(run)
             if submission is not None:
                 run.handle = self.session.submit_many([submission])[0]
+                self.observer.task_runs_dispatched((run,))
                 self._active.append(run)
 
     def _reuse(self, run: TaskRun, previous: TaskRun) -> bool:
@@ -262,10 +265,7 @@ class TaskRunTracker:
         if not run.enter(state):
             return  # a repeat of its final state: nothing changes
         if state.is_final():
-            if self.recorder is not None:
-                self.recorder.task_state(run, state)
-            if run.task.on_completion or run.task.on_failure:
-                run_task_hooks(run, state, self.flow_run_id)
+            self.observer.task_run_state(run, state, self.flow_run_id)
             if state.type in (StateType.FAILED, StateType.CRASHED) and self.first_failure is None:
                 self.first_failure = run
             if not state.is_completed() or (run.future_ref() is None and not self._keep_completed):
