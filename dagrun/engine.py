@@ -25,6 +25,7 @@ State kept: one `FlowRunEngine` per flow run, holding the executor session and t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -140,6 +141,7 @@ class FlowRunEngine:
         self.recorder: RunRecorder | None = None  # also one of `observers`; its lifetime is the run's
         self.observers = Observers(())
         self.started: FlowRunStarted | None = None
+        self._run_numbers = itertools.count(1)  # task run ids, unique across the run's attempts
         # Filled by workers' result records; shared with subflows, whose records arrive here too.
         self.content_hashes: dict[str, str] = parent.engine.content_hashes if parent is not None else {}
         self.result_storage = flow.result_storage or (parent.engine.result_storage if parent else None)
@@ -218,14 +220,16 @@ class FlowRunEngine:
             if state.is_completed() or state.is_cancelled() or attempt > policy.retries:
                 break
             delay = policy.delay_for(attempt)
-            self.log(
-                logging.WARNING,
+            retry = (
                 f"Retry {attempt}/{policy.retries} of flow '{self.flow.name}' in {delay:.1f} s "
-                f"after {type(state.exception).__name__}: {state.exception}",
+                f"after {type(state.exception).__name__}: {state.exception}"
             )
+            self.log(logging.WARNING, retry)
+            self._publish(State(StateType.RETRYING, message=retry, start_time=started))
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             self.cancellation.sleep(delay)
             attempt += 1
+            self._publish(State(StateType.RUNNING, start_time=started))
         if self.recorder is not None and self.parent is None and self.recorder.awaiting_workers():
             session.flush_events()  # the history has every task's end before the run's
         return self._finish(
@@ -250,6 +254,10 @@ class FlowRunEngine:
         )
         return state
 
+    def _publish(self, state: State) -> None:
+        """Enter a state the run goes on from (Retrying, Running again) and tell the observers."""
+        self.observers.flow_run_state(FlowRunStateChanged(self.started, self._enter(state)))
+
     def _enter(self, state: State) -> State:
         """The one place this flow run's state changes, through the flow-run transition table."""
         self.state = transition(self.state, state, run=self, table=FLOW_RUN_TRANSITIONS)
@@ -265,6 +273,7 @@ class FlowRunEngine:
             self.session,
             flow_run_id=self.flow_run_id,
             flow_run_name=self.flow_run_name,
+            run_numbers=self._run_numbers,
             log_sink=context.log_sink,
             log_prints=self.flow.log_prints,
             keep_completed=keep_completed,

@@ -9,7 +9,7 @@ which hands it to each subscriber: the run history (`dagrun.recorder`), terminal
 | method                 | when                                              | carries                         |
 |------------------------|---------------------------------------------------|---------------------------------|
 | `flow_run_started`     | a flow run or subflow run begins                  | `FlowRunStarted`                |
-| `flow_run_state`       | a flow run reaches its final state                | `FlowRunStateChanged`           |
+| `flow_run_state`       | a flow run retries, runs again, or ends           | `FlowRunStateChanged`           |
 | `task_run_created`     | a task call is made (state `Pending`)             | the `TaskRun` record            |
 | `task_runs_dispatched` | task runs were sent to the executor (one batch)   | their `TaskRun` records         |
 | `task_events`          | workers report: started (worker, attempt), an     | `dagrun.task_events` records    |
@@ -54,8 +54,8 @@ class FlowRunStarted:
 
 @dataclass(frozen=True, slots=True)
 class FlowRunStateChanged:
-    """The flow run `run` entered `state` (a final state); `failed_task` names the task run
-    that failed first, if one did."""
+    """The flow run `run` entered `state` (Retrying, Running again, or its final state);
+    `failed_task` names the task run that failed first, if one did."""
 
     run: FlowRunStarted
     state: State

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dagrun.caching import CachePlanner
@@ -62,6 +62,7 @@ class TaskRunTracker:
         *,
         flow_run_id: str,
         flow_run_name: str,
+        run_numbers: Iterator[int],
         log_sink: Callable[[dict], None],
         log_prints: bool,
         keep_completed: bool = False,
@@ -79,6 +80,7 @@ class TaskRunTracker:
         self.cancellation = cancellation or RunCancellation()
         self.flow_run_id = flow_run_id
         self.flow_run_name = flow_run_name
+        self._run_numbers = run_numbers  # shared by the flow run's attempts: task run ids never repeat
         self.log_sink = log_sink
         self.log_prints = log_prints
         self.deadline = deadline
@@ -110,9 +112,8 @@ class TaskRunTracker:
         for args, kwargs in calls:
             index = self._call_counts.get(task.name, 0)
             self._call_counts[task.name] = index + 1
-            self._run_count += 1
             # Unique without a syscall per run: the flow run's random id + a counter.
-            run = TaskRun(f"{self.flow_run_id[:20]}{self._run_count:012x}", task, index, args, kwargs)
+            run = TaskRun(f"{self.flow_run_id[:20]}{next(self._run_numbers):012x}", task, index, args, kwargs)
             run.wait_for = wait_for
             future = TaskFuture(run, self)
             run.future_ref = weakref.ref(future)
@@ -397,4 +398,3 @@ class TaskRunTracker:
 
     cancelled = False
     _since_sweep = 0
-    _run_count = 0

@@ -96,26 +96,29 @@ def test_a_late_worker_report_after_a_final_state_adds_no_state_but_illegal_move
 # ---------------------------------------------------------------- real runs, recorded
 
 
-def recorded_sequences() -> dict[tuple[str, str | None], list[StateType]]:
-    """Every run's recorded states in order: (flow run name, task run name or None) -> states."""
+Key = tuple[str, str | None, str | None]  # flow run name, task run name and id (None: the flow run)
+
+
+def recorded_sequences() -> dict[Key, list[StateType]]:
+    """Every run's recorded states in order, by run."""
     with HistoryStore.from_env() as store, store.read_transaction() as connection:
         rows = connection.execute(
             "SELECT s.state, s.task_run_id, f.flow_run_name, t.task_run_name FROM states s "
             "JOIN flow_runs f ON f.id = s.flow_run_id LEFT JOIN task_runs t ON t.id = s.task_run_id "
             "ORDER BY s.id"
         ).fetchall()
-    sequences: dict[tuple[str, str | None], list[StateType]] = {}
+    sequences: dict[Key, list[StateType]] = {}
     for row in rows:
-        key = (row["flow_run_name"], row["task_run_name"] if row["task_run_id"] else None)
+        key = (row["flow_run_name"], row["task_run_name"], row["task_run_id"])
         sequences.setdefault(key, []).append(StateType(row["state"]))
     return sequences
 
 
-def assert_legal(sequences: dict[tuple[str, str | None], list[StateType]]) -> None:
+def assert_legal(sequences: dict[Key, list[StateType]]) -> None:
     """Each recorded sequence starts where runs start, ends final, and moves only as the
     table allows."""
     assert sequences
-    for (flow_run, task_run), states in sequences.items():
+    for (flow_run, task_run, _), states in sequences.items():
         table = FLOW_RUN_TRANSITIONS if task_run is None else TASK_RUN_TRANSITIONS
         assert states[0] is (StateType.RUNNING if task_run is None else StateType.PENDING), (flow_run, task_run, states)
         assert states[-1].is_final, (flow_run, task_run, states)
@@ -123,10 +126,11 @@ def assert_legal(sequences: dict[tuple[str, str | None], list[StateType]]) -> No
             assert new in table[current], f"{flow_run} {task_run}: {current.value} -> {new.value} in {states}"
 
 
-def runs_of(sequences: dict, flow_name: str) -> list[dict[str | None, list[StateType]]]:
-    """The sequences of each run of `flow_name`, oldest first, by task run name (None: the flow run)."""
+def runs_of(sequences: dict[Key, list[StateType]], flow_name: str) -> list[dict[str | None, list[StateType]]]:
+    """The sequences of each run of `flow_name`, oldest first, by task run name (None: the
+    flow run; a name a flow retry repeats: its last task run)."""
     by_run: dict[str, dict[str | None, list[StateType]]] = {}
-    for (flow_run, task_run), states in sequences.items():
+    for (flow_run, task_run, _), states in sequences.items():
         if flow_run.startswith(f"{flow_name}-"):
             by_run.setdefault(flow_run, {})[task_run] = states
     return list(by_run.values())
@@ -173,8 +177,18 @@ def test_representative_runs_record_only_legal_state_sequences(executor, tmp_pat
         upstream = broken(1)
         return double(double(upstream))  # NotRun downstream, named after `broken`
 
+    @flow(name="retried_body", executor=executor, retries=1)
+    def retried_body() -> int:
+        value = double(21).result()
+        if not body_failed.exists():
+            body_failed.write_text("once")
+            raise RuntimeError("the first attempt of the body fails")
+        return value
+
+    body_failed = tmp_path / "body-failed"
     assert succeeds() == [0, 2, 4, 101]
     assert succeeds() == [0, 2, 4, 101]  # the cached task is a hit now
+    assert retried_body() == 42
     state = retries_then_fails(return_state=True)
     assert state.is_failed()
 
@@ -188,6 +202,13 @@ def test_representative_runs_record_only_legal_state_sequences(executor, tmp_pat
     assert failed["broken-0"][-1] is StateType.FAILED
     assert failed["double-0"] == failed["double-1"] == [StateType.PENDING, StateType.NOT_RUN]
     assert failed[None] == [StateType.RUNNING, StateType.FAILED]
+    [retried] = runs_of(sequences, "retried_body")
+    assert retried[None] == [StateType.RUNNING, StateType.RETRYING, StateType.RUNNING, StateType.COMPLETED]
+    doubles = [
+        states for (flow_run, task_run, _), states in sequences.items()
+        if flow_run.startswith("retried_body-") and task_run == "double-0"
+    ]
+    assert len(doubles) == 2 and doubles[1] == [StateType.PENDING, StateType.COMPLETED]  # one per attempt; reused
 
 
 def test_a_cancelled_run_records_only_legal_state_sequences(executor, tmp_path, no_illegal_moves):
@@ -230,7 +251,7 @@ def test_a_cancelled_run_records_only_legal_state_sequences(executor, tmp_path, 
     assert state.is_cancelled() and state.message == "Cancelled by the test"
     sequences = recorded_sequences()
     assert_legal(sequences)
-    assert sequences[(engines[0].flow_run_name, None)] == [StateType.RUNNING, StateType.CANCELLED]
+    assert sequences[(engines[0].flow_run_name, None, None)] == [StateType.RUNNING, StateType.CANCELLED]
 
 
 def test_worker_deaths_record_only_legal_state_sequences(tmp_path, no_illegal_moves):
