@@ -59,7 +59,8 @@ class LiveTaskRuns:
         self._submit = submit
         self._lock = threading.Lock()
         self._flow_runs: set[str] = set()
-        self._shown: dict[str, StateType] = {}  # task run -> the state the history shows (not Pending)
+        # task run -> the state the history shows (absent: Pending, or its story is told)
+        self._shown: dict[str, StateType] = {}
         self._worker_final: dict[str, StateType] = {}  # task run -> final state its worker's report wrote
         self._engine_final: dict[str, StateType] = {}  # task run -> final state the engine wrote first
         self._started: dict[str, tuple[int, float, str | None]] = {}  # run -> attempt, start, worker
@@ -152,6 +153,7 @@ class LiveTaskRuns:
         if self._engine_final.pop(event.task_run_id, None) is None and self._show(state, kind):
             self._worker_final[event.task_run_id] = kind
             return
+        self._shown.pop(event.task_run_id, None)  # both sources have spoken: the run's story is told
         self._submit(TaskRunDetails(
             event.task_run_id, event.worker, event.run_start_time, event.end_time, event.attempt,
             state.result_size,
@@ -167,6 +169,7 @@ class LiveTaskRuns:
         with self._lock:
             reported = self._worker_final.pop(task_run_id, None)
             if reported is not None and not self._moves(task_run_id, state):  # the worker's end stands
+                self._shown.pop(task_run_id, None)  # both sources have spoken: the run's story is told
                 if state is _FAILED and reported is _FAILED:  # the engine's error names the task and flow run
                     event = build()
                     self._submit(TaskRunDetails(
@@ -185,6 +188,8 @@ class LiveTaskRuns:
                 event = dataclasses.replace(event, attempt=attempt)
             if self._show(event, state) and reported is None and state in _WORKER_MAY_REPORT:
                 self._engine_final[task_run_id] = state
+            else:  # no report of its worker to wait for
+                self._shown.pop(task_run_id, None)
 
     def attempt_lost(self, task_run_id: str, error: str) -> None:
         """The current attempt of a run ended with its worker; the run is submitted again, and

@@ -4,6 +4,8 @@
     Pending -> Cached                      (a cache hit never takes a worker slot)
     Pending -> NotRun                      (an upstream task failed)
     any non-final -> Cancelled             (Ctrl-C, `dagrun runs cancel`)
+    any non-final -> Crashed               (a worker or the driver died)
+    Running <-> Paused                     (held on request)
 
 Every state change of a task run or flow run goes through `transition`, which checks it
 against the transition table at the end of this module (`TASK_RUN_TRANSITIONS`,
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 

@@ -1,5 +1,6 @@
-"""One state machine: the transition table itself, and real runs whose every recorded state
-sequence it allows (on every executor), so an illegal transition anywhere fails a test."""
+"""One state machine: the transition table itself, the live history's rules for two sources
+reporting one run's end, and real runs whose every recorded state sequence the table allows
+(on every executor), so an illegal transition anywhere fails a test."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dagrun import flow, task
 from dagrun.engine import run_flow
 from dagrun.executors import DaskExecutor
 from dagrun.history import HistoryStore
+from dagrun.history import TaskRunState
 from dagrun.states import (
     FLOW_RUN_TRANSITIONS,
     TASK_RUN_TRANSITIONS,
@@ -24,6 +26,8 @@ from dagrun.states import (
     check_report,
     transition,
 )
+from dagrun.task_events import AttemptFailed, TaskRunFinished, TaskRunStarted
+from test_live_states import T0, WORKER, History
 
 ALL = list(StateType)
 ACTIVE = [state for state in ALL if not state.is_final]
@@ -289,3 +293,32 @@ def test_worker_deaths_record_only_legal_state_sequences(tmp_path, no_illegal_mo
     [run] = runs_of(sequences, "deaths")
     assert StateType.RETRYING in run["fragile-0"] and run["fragile-0"][-1] is StateType.COMPLETED, run
     assert run["exits-0"][-1] is StateType.CRASHED
+
+
+# ---------------------------------------------------------------- the live history's rules
+
+
+def test_the_engines_different_end_after_the_workers_adds_no_state_unless_the_table_allows_it():
+    history = History()
+    history.live.worker_events([
+        TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
+        TaskRunFinished("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, worker=WORKER),
+    ])
+    # Cancelled with the flow run before the driver saw the end: the task did complete.
+    history.live.engine_state("a", StateType.CANCELLED, lambda: TaskRunState("a", "Cancelled", T0 + 3))
+    run = history.task_run()
+    assert run["states"] == ["Pending", "Running", "Completed"] and run["state"] == "Completed"
+
+
+def test_an_illegal_move_in_the_history_is_logged_and_not_written(caplog):
+    history = History()
+    history.live.worker_events([
+        TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
+        AttemptFailed("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, "OSError: disk", "tb", "tb", False, worker=WORKER),
+    ])
+    with caplog.at_level(logging.ERROR, logger="dagrun.history"):
+        history.live.worker_events([TaskRunStarted("flow", "a", 2, T0 + 3, WORKER)])  # after its end
+    assert history.task_run()["states"] == ["Pending", "Failed"]  # one batch: its end only
+    assert [record.getMessage() for record in caplog.records] == [
+        "Illegal state transition of task run a: Failed -> Running (allowed from Failed: none, it is final); not recorded"
+    ]
