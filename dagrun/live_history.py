@@ -210,8 +210,9 @@ class LiveTaskRuns:
         """Whether the history moves the run to `new` (the transition table's verdict, from
         the state it shows); False when `new` adds no state or the move is illegal (logged)."""
         try:
-            return check_report(self._shown.get(task_run_id, _PENDING), new, run=f"task run {task_run_id}")
+            return check_report(self._shown.get(task_run_id, _PENDING), new, run=task_run_id)
         except IllegalTransition as exc:
+            exc.run = f"task run {task_run_id}"  # named in full only here, off the hot path
             logger.error("%s; not recorded", exc)
             return False
 

@@ -172,9 +172,12 @@ class IllegalTransition(RuntimeError):
     the table allows from the current one."""
 
     def __init__(self, run: object, current: StateType, new: StateType, table: Table) -> None:
-        allowed = ", ".join(sorted(state.value for state in table.get(current, ()))) or "none, it is final"
-        super().__init__(f"Illegal state transition of {run}: {current.value} -> {new.value} (allowed from {current.value}: {allowed})")
-        self.run, self.current, self.new = str(run), current, new
+        super().__init__(run, current, new)
+        self.run, self.current, self.new, self.allowed = str(run), current, new, table.get(current, frozenset())
+
+    def __str__(self) -> str:
+        allowed = ", ".join(sorted(state.value for state in self.allowed)) or "none, it is final"
+        return f"Illegal state transition of {self.run}: {self.current.value} -> {self.new.value} (allowed from {self.current.value}: {allowed})"
 
 
 def transition(
