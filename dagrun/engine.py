@@ -44,7 +44,7 @@ from dagrun.executors import resolve_executor
 from dagrun.executors.base import Executor, ExecutorSession
 from dagrun.hooks import HookRunner
 from dagrun.log_cap import log_cap_bytes
-from dagrun.logs import capture_prints, make_log_line, print_log_line
+from dagrun.logs import LogLine, capture_prints, make_log_line, print_log_line
 from dagrun.observers import FlowRunStarted, FlowRunStateChanged, Observers
 from dagrun.progress import ProgressDisplay, progress_wanted
 from dagrun.recorder import CancelWatcher, RunRecorder
@@ -154,7 +154,7 @@ class FlowRunEngine:
         deadlines = [d for d in (own_deadline, parent_deadline) if d is not None]
         self.deadline = min(deadlines) if deadlines else None
 
-    def on_log(self, line: dict) -> None:
+    def on_log(self, line: LogLine) -> None:
         """Every log line of this run (and its subflows), from any worker, arrives here.
         Known secret values are masked here, before the terminal and the history see them."""
         line = mask_record(line)

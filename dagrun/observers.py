@@ -18,7 +18,7 @@ which hands it to each subscriber: the run history (`dagrun.recorder`), terminal
 | `task_attempt_lost`    | an attempt ended with its worker: retrying        | the `TaskRun`, the reason       |
 | `task_run_state`       | a task run reached its final state: completed,    | the `TaskRun`, its `State`      |
 |                        | cached, failed, crashed, not run, cancelled       |                                 |
-| `log`                  | a log line of the run or one of its task runs     | the log record (`dagrun.logs`)  |
+| `log`                  | a log line of the run or one of its task runs     | `dagrun.logs.LogLine`           |
 
 Per task run the engine publishes what it already holds (its `TaskRun` record, the `State`
 it entered, the workers' records) rather than building a record per subscriber: these calls
@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dagrun.logs import LogLine
 from dagrun.states import State
 from dagrun.task_events import TaskEvent
 
@@ -87,7 +88,7 @@ class RunObserver(Protocol):
     def task_run_state(self, run: TaskRun, state: State, flow_run_id: str) -> None:
         return None
 
-    def log(self, line: dict) -> None:
+    def log(self, line: LogLine) -> None:
         return None
 
 

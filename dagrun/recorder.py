@@ -35,6 +35,7 @@ from dagrun.history.events import (
     TaskRunState,
 )
 from dagrun.live_history import LiveTaskRuns
+from dagrun.logs import LogLine as RunLogLine
 from dagrun.observers import FlowRunStateChanged, RunObserver
 from dagrun.observers import FlowRunStarted as FlowRunBegan
 from dagrun.run_names import task_run_name
@@ -144,7 +145,7 @@ class RunRecorder(RunObserver):
         `ExecutorSession.flush_events`); False when every report is in."""
         return self._live.awaiting_workers()
 
-    def log(self, line: dict) -> None:
+    def log(self, line: RunLogLine) -> None:
         self._writer.submit(
             LogLine(
                 line["flow_run_id"], line.get("task_run_id"), line["timestamp"], line["level"],
