@@ -45,7 +45,7 @@ from dagrun.executors.base import Executor, ExecutorSession
 from dagrun.hooks import HookRunner
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import LogLine, capture_prints, make_log_line, print_log_line
-from dagrun.observers import FlowRunStarted, FlowRunStateChanged, Observers
+from dagrun.observers import FlowRunStarted, FlowRunStateChanged, Observers, RunObserver
 from dagrun.progress import ProgressDisplay, progress_wanted
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun import script_runs
@@ -65,11 +65,13 @@ def run_flow(
     return_state: bool = False,
     executor: Any = None,
     observe: Callable[[FlowRunEngine], None] | None = None,
+    observers: Sequence[RunObserver] = (),
 ) -> Any:
     """Run `flow` once to a final state; return its value (or the `State` with return_state).
 
     `observe(engine)` is called with the run's engine before it starts (the CLI uses it to
-    report cache decisions afterwards)."""
+    report cache decisions afterwards). `observers` subscribe to what happens to a top-level
+    run (and its subflow runs), after the history, progress and hooks."""
     if _importing_main_in_spawned_worker():
         # A worker process is re-importing the user's script (spawn start method). Running
         # the flow here would start a cluster inside a worker; the driver runs it instead.
@@ -95,7 +97,8 @@ def run_flow(
         engine.recorder = RunRecorder.open()
         progress = ProgressDisplay(engine.flow_run_name) if progress_wanted() else None
         # The history first: a hook sees its run recorded.
-        engine.observers = Observers(o for o in (engine.recorder, progress, HookRunner()) if o is not None)
+        subscribers = (engine.recorder, progress, HookRunner(), *observers)
+        engine.observers = Observers(o for o in subscribers if o is not None)
         try:
             with sigterm_cancels(engine.cancellation):
                 state = _run_top_level(engine, chosen, progress)

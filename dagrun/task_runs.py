@@ -71,7 +71,7 @@ class TaskRunTracker:
         flow_name: str = "",
         result_storage: str | None = None,
         content_hashes: dict[str, str] | None = None,
-        observer: Observers = Observers(()),
+        observer: Observers,
         cancellation: RunCancellation | None = None,
         flow_parameters: dict[str, Any] | None = None,
     ) -> None:
