@@ -187,6 +187,8 @@ def transition(
     the move; `current` when `new` repeats a final state (idempotent: nothing to record, the
     first one stands). Raises `IllegalTransition` otherwise, naming the run by `str(run)`
     ("task run 'extract-0'"), built only then."""
+    if new.type in table[current.type]:  # the common case first: one lookup per state change
+        return new
     return new if check_transition(current.type, new.type, run=run, table=table) else current
 
 
