@@ -19,18 +19,24 @@ Policy
   set the run's `RunCancellation`, whose `CancelRequested` the body meets at its next task
   call or wait; the run returns its `Cancelled` state (SIGTERM: then exits 143).
 
+Everything that happens to the run is published to its `Observers` (`dagrun.observers`):
+the run history, terminal progress, hooks and notifiers subscribe there; subflow runs share
+their parent's.
+
 State kept: one `FlowRunEngine` per flow run, holding the executor session and the
 `TaskRunTracker` of the current attempt (`engine.tasks`, which task calls submit to).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from dagrun.async_support import call_flow_body
@@ -41,16 +47,17 @@ from dagrun.errors import CancelledRunError, CancelRequested, CrashedError, Flow
 from dagrun.executors import resolve_executor
 from dagrun.executors.base import Executor, ExecutorSession
 from dagrun.flow_timeouts import RunTimeout, run_interruptibly
-from dagrun.hooks import run_flow_hooks
+from dagrun.hooks import HookRunner
 from dagrun.log_cap import log_cap_bytes
-from dagrun.logs import capture_prints, make_log_line, print_log_line
-from dagrun.progress import ProgressDisplay
+from dagrun.logs import LogLine, capture_prints, make_log_line, print_log_line
+from dagrun.observers import FlowRunStarted, FlowRunStateChanged, Observers, RunObserver
+from dagrun.progress import ProgressDisplay, progress_wanted
 from dagrun.recorder import CancelWatcher, RunRecorder
 from dagrun import script_runs
 from dagrun.run_names import flow_run_name
 from dagrun.parameters import bind_parameters
 from dagrun.secrets import known_values, mask, mask_exception, mask_record
-from dagrun.states import State, StateType
+from dagrun.states import FLOW_RUN_TRANSITIONS, State, StateType, transition
 from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished
 from dagrun.task_runs import TaskRunTracker
 
@@ -63,11 +70,13 @@ def run_flow(
     return_state: bool = False,
     executor: Any = None,
     observe: Callable[[FlowRunEngine], None] | None = None,
+    observers: Sequence[RunObserver] = (),
 ) -> Any:
     """Run `flow` once to a final state; return its value (or the `State` with return_state).
 
     `observe(engine)` is called with the run's engine before it starts (the CLI uses it to
-    report cache decisions afterwards)."""
+    report cache decisions afterwards). `observers` subscribe to what happens to a top-level
+    run (and its subflow runs), after the history, progress and hooks."""
     if _importing_main_in_spawned_worker():
         # A worker process is re-importing the user's script (spawn start method). Running
         # the flow here would start a cluster inside a worker; the driver runs it instead.
@@ -85,15 +94,19 @@ def run_flow(
     if observe is not None:
         observe(engine)
     if parent is not None:
-        engine.recorder = parent.engine.recorder
+        engine.recorder, engine.observers = parent.engine.recorder, parent.engine.observers
         state = engine.run(parent.engine.session)
     else:
         log_cap_bytes()  # a bad DAGRUN_LOG_CAP_BYTES fails here, before anything starts
         chosen = resolve_executor(executor, flow.executor)
         engine.recorder = RunRecorder.open()
+        progress = ProgressDisplay(engine.flow_run_name) if progress_wanted() else None
+        # The history first: a hook sees its run recorded.
+        subscribers = (engine.recorder, progress, HookRunner(), *observers)
+        engine.observers = Observers(o for o in subscribers if o is not None)
         try:
             with sigterm_cancels(engine.cancellation):
-                state = _run_top_level(engine, chosen)
+                state = _run_top_level(engine, chosen, progress)
         finally:
             if engine.recorder is not None:
                 engine.recorder.close()
@@ -103,12 +116,13 @@ def run_flow(
     return state if return_state else state.result()
 
 
-def _run_top_level(engine: FlowRunEngine, executor: Executor) -> State:
+def _run_top_level(engine: FlowRunEngine, executor: Executor, progress: ProgressDisplay | None) -> State:
     """Run on a session of its own, always shut down; a cancel request wakes its waits."""
     session = executor.start(on_log=engine.on_log, on_events=engine.on_events)
     engine.cancellation.add_waker(session.interrupt)
+    store = engine.recorder.store if engine.recorder is not None else None
     try:
-        with CancelWatcher(engine), ProgressDisplay(engine):
+        with CancelWatcher(store, engine.flow_run_id, engine.cancellation, engine.log), progress or nullcontext():
             return engine.run(session, executor_name=repr(executor))
     except CancelRequested:
         return engine.state  # recorded Cancelled
@@ -132,7 +146,10 @@ class FlowRunEngine:
         self.flow_run_id = given_id or uuid.uuid4().hex
         self.flow_run_name = flow_run_name(flow, parameters, f"{flow.name}-{self.flow_run_id[:6]}")
         self.session: ExecutorSession | None = None
-        self.recorder: RunRecorder | None = None
+        self.recorder: RunRecorder | None = None  # also one of `observers`; its lifetime is the run's
+        self.observers = Observers(())
+        self.started: FlowRunStarted | None = None
+        self._run_numbers = itertools.count(1)  # task run ids, unique across the run's attempts
         # Filled by workers' result records; shared with subflows, whose records arrive here too.
         self.content_hashes: dict[str, str] = parent.engine.content_hashes if parent is not None else {}
         self.result_storage = flow.result_storage or (parent.engine.result_storage if parent else None)
@@ -141,13 +158,12 @@ class FlowRunEngine:
         self.cancellation = parent.engine.cancellation if parent is not None else RunCancellation()
         self.timeout: RunTimeout | None = None  # the current attempt's (`_attempt`)
 
-    def on_log(self, line: dict) -> None:
+    def on_log(self, line: LogLine) -> None:
         """Every log line of this run (and its subflows), from any worker, arrives here.
         Known secret values are masked here, before the terminal and the history see them."""
         line = mask_record(line)
         print_log_line(line)
-        if self.recorder is not None:
-            self.recorder.log(line)
+        self.observers.log(line)
 
     def on_events(self, events: Sequence[TaskEvent]) -> None:
         """Workers' task events of this run and its subflows (any thread): a stored result's
@@ -155,8 +171,8 @@ class FlowRunEngine:
         for event in events:
             if type(event) is TaskRunFinished and event.checksum is not None:
                 self.content_hashes[event.task_run_id] = event.checksum
-        if self.recorder is not None:
-            self.recorder.task_events([_masked(event) for event in events])
+        if self.observers.wants("task_events"):
+            self.observers.task_events([_masked(event) for event in events])
 
     def log(self, level: int, message: str) -> None:
         sink = self.parent.log_sink if self.parent is not None else self.on_log
@@ -174,13 +190,17 @@ class FlowRunEngine:
 
     def run(self, session: ExecutorSession, executor_name: str | None = None) -> State:
         self.session = session
-        if self.recorder is not None:
-            self.recorder.flow_started(self, executor_name or "shared with the parent", session.address)
+        self.started = FlowRunStarted(
+            self.flow_run_id, self.flow_run_name, self.flow, self.parameters,
+            self.parent.flow_run_id if self.parent is not None else None,
+            executor_name or "shared with the parent", session.address, time.time(),
+        )
+        self.observers.flow_run_started(self.started)
         where = f" on {session.address}" if session.address else ""
         kind = "subflow run" if self.parent is not None else "flow run"
         self.log(logging.INFO, f"Beginning {kind} '{self.flow_run_name}' for flow '{self.flow.name}'{where}")
         started = time.time()
-        self.state = State(StateType.RUNNING, start_time=started)
+        self._enter(State(StateType.RUNNING, start_time=started))
         policy = self.flow.retry_policy
         reusable: dict = {}
         attempt = 1
@@ -188,7 +208,9 @@ class FlowRunEngine:
             try:
                 state = self._attempt(reusable, keep_completed=attempt <= policy.retries)
             except KeyboardInterrupt:
-                self._finish(State(StateType.CANCELLED, message="Cancelled", start_time=started, end_time=time.time()))
+                self._finish(
+                    State(StateType.CANCELLED, message="Cancelled by Ctrl-C", start_time=started, end_time=time.time())
+                )
                 raise
             except CancelRequested as request:
                 reason = str(request)
@@ -211,14 +233,16 @@ class FlowRunEngine:
             if state.is_completed() or state.is_cancelled() or timed_out or attempt > policy.retries:
                 break
             delay = policy.delay_for(attempt)
-            self.log(
-                logging.WARNING,
+            retry = (
                 f"Retry {attempt}/{policy.retries} of flow '{self.flow.name}' in {delay:.1f} s "
-                f"after {type(state.exception).__name__}: {state.exception}",
+                f"after {type(state.exception).__name__}: {state.exception}"
             )
+            self.log(logging.WARNING, retry)
+            self._publish(State(StateType.RETRYING, message=retry, start_time=started))
             reusable = {(run.task.name, run.index): run for run in self.tasks.runs if run.state.type is StateType.COMPLETED}
             self.cancellation.sleep(delay)
             attempt += 1
+            self._publish(State(StateType.RUNNING, start_time=started))
         if self.recorder is not None and self.parent is None and self.recorder.awaiting_workers():
             session.flush_events()  # the history has every task's end before the run's
         return self._finish(
@@ -229,16 +253,31 @@ class FlowRunEngine:
         )
 
     def _finish(self, state: State) -> State:
-        """Record the final state: log it, store it, run hooks and notifiers."""
-        self.state = state
+        """Record the final state: log it, store it, run hooks and notifiers (once: a repeat of
+        the final state changes nothing)."""
+        if self._enter(state) is not state:
+            return self.state
         if self.tasks is not None and self.tasks.planner is not None:
             self.tasks.planner.save_explanations()
         level = logging.INFO if state.is_completed() else logging.ERROR
         self.log(level, f"Finished in state {state.name}" + (f": {state.message}" if state.message else ""))
-        if self.recorder is not None:
-            self.recorder.flow_state(self.flow_run_id, state)
-        run_flow_hooks(self, state)
+        failure = self.tasks.first_failure if self.tasks is not None else None
+        self.observers.flow_run_state(
+            FlowRunStateChanged(self.started, state, failure.name if failure is not None else None)
+        )
         return state
+
+    def _publish(self, state: State) -> None:
+        """Enter a state the run goes on from (Retrying, Running again) and tell the observers."""
+        self.observers.flow_run_state(FlowRunStateChanged(self.started, self._enter(state)))
+
+    def _enter(self, state: State) -> State:
+        """The one place this flow run's state changes, through the flow-run transition table."""
+        self.state = transition(self.state, state, run=self, table=FLOW_RUN_TRANSITIONS)
+        return self.state
+
+    def __str__(self) -> str:
+        return f"flow run '{self.flow_run_name}'"
 
     def _attempt(self, reusable: dict, keep_completed: bool) -> State:
         """Run the body once and wait for its tasks; returns the attempt's final state."""
@@ -249,6 +288,7 @@ class FlowRunEngine:
             self.session,
             flow_run_id=self.flow_run_id,
             flow_run_name=self.flow_run_name,
+            run_numbers=self._run_numbers,
             log_sink=context.log_sink,
             log_prints=self.flow.log_prints,
             keep_completed=keep_completed,
@@ -257,7 +297,7 @@ class FlowRunEngine:
             flow_name=self.flow.name,
             result_storage=self.result_storage,
             content_hashes=self.content_hashes,
-            recorder=self.recorder,
+            observer=self.observers,
             cancellation=self.cancellation,
             flow_parameters=self.parameters,
         )
@@ -285,10 +325,8 @@ class FlowRunEngine:
                 kind = StateType.CRASHED if failure.state.type is StateType.CRASHED else StateType.FAILED
                 return State(kind, message=failure.state.message, exception=failure.state.exception)
             return State(StateType.COMPLETED, data=resolve_futures(value, tracker))
-        except (KeyboardInterrupt, CancelRequested) as stop:
+        except (KeyboardInterrupt, CancelRequested):
             tracker.cancel()
-            reason = str(stop) if isinstance(stop, CancelRequested) else "Cancelled by Ctrl-C"
-            self.state = State(StateType.CANCELLED, message=reason)
             self.log(logging.WARNING, f"Flow run '{self.flow_run_name}' cancelled: pending tasks cancelled")
             raise
         except FlowTimeoutError as exc:

@@ -3,7 +3,8 @@
 `on_completion` / `on_failure` hooks (on tasks and flows) are called in the driver as
 `hook(task_or_flow, run_record, state)`; a hook that raises is logged, never fails the run.
 Notifiers (`@flow(notify=...)`, or `DAGRUN_NOTIFY_WEBHOOK` / `DAGRUN_NOTIFY_SLACK` for every
-flow) post when a top-level flow run fails or crashes.
+flow) post when a top-level flow run fails or crashes. `HookRunner` is the engine's
+subscriber (`RunObserver`) that calls them when runs reach their final states.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagrun.notify import Notifier, SlackNotifier, WebhookNotifier, notifiers_from
+from dagrun.observers import FlowRunStateChanged, RunObserver
 from dagrun.states import State, StateType
+from dagrun.task_run_record import TaskRun
 
 logger = logging.getLogger("dagrun.hooks")
 
@@ -43,25 +46,36 @@ class FlowRunRecord:
     failed_task: str | None
 
 
-def run_task_hooks(run: Any, state: State, flow_run_id: str) -> None:
+class HookRunner(RunObserver):
+    """Calls the state hooks of tasks and flows, and a failed top-level run's notifiers."""
+
+    def task_run_state(self, run: TaskRun, state: State, flow_run_id: str) -> None:
+        if run.task.on_completion or run.task.on_failure:
+            run_task_hooks(run, state, flow_run_id)
+
+    def flow_run_state(self, event: FlowRunStateChanged) -> None:
+        run_flow_hooks(event)
+
+
+def run_task_hooks(run: TaskRun, state: State, flow_run_id: str) -> None:
     task = run.task
     hooks = task.on_completion if state.is_completed() else task.on_failure if state.is_failed() or state.is_crashed() else ()
     record = TaskRunRecord(run.id, run.name, task.name, flow_run_id, run.cache_key)
     _call_all(hooks, task, record, state)
 
 
-def run_flow_hooks(engine: Any, state: State) -> None:
-    flow = engine.flow
-    failure = engine.tasks.first_failure if engine.tasks is not None else None
+def run_flow_hooks(event: FlowRunStateChanged) -> None:
+    run, state = event.run, event.state
+    flow = run.flow
     record = FlowRunRecord(
-        engine.flow_run_id, engine.flow_run_name, flow.name, dict(engine.parameters),
-        state.start_time, state.end_time, failure.name if failure is not None else None,
+        run.flow_run_id, run.flow_run_name, flow.name, dict(run.parameters),
+        state.start_time, state.end_time, event.failed_task,
     )
     if state.is_completed():
         _call_all(flow.on_completion, flow, record, state)
     elif state.type in (StateType.FAILED, StateType.CRASHED):
         _call_all(flow.on_failure, flow, record, state)
-        if engine.parent is None:
+        if run.parent_flow_run_id is None:
             for notifier in flow_notifiers(flow):
                 notifier.notify(record, state)
 

@@ -22,27 +22,34 @@ an attempt that started before the run's recorded end), so a frozen worker that 
 never reopens a run. Thread-safe: workers' batches arrive on the executor's thread, final
 states on the engine's; one lock orders what each submits.
 
-State kept (small, per task run of the flow run): the final state each source wrote while the
-other's is pending, the attempt running now, when the worker reported the end.
+Every state written goes through the transition table (`dagrun.states.check_report`), from
+the state the history shows: a second final state the table does not allow after the first
+adds no state. A move the table forbids is a bug: it is logged as an error and not written
+(the history never fails a run).
+
+State kept (small, per task run of the flow run): the state the history shows, the final
+state each source wrote while the other's is pending, the attempt running now, when the
+worker reported the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from dagrun.history.events import Event, TaskRunAttempt, TaskRunDetails, TaskRunState
-from dagrun.states import StateType
+from dagrun.states import IllegalTransition, StateType, check_report
 from dagrun.task_events import AttemptFailed, TaskEvent, TaskRunFinished, TaskRunStarted
 
-_RUNNING, _COMPLETED, _FAILED = StateType.RUNNING.value, StateType.COMPLETED.value, StateType.FAILED.value
-_CRASHED = StateType.CRASHED.value
+_PENDING, _RUNNING, _RETRYING = StateType.PENDING, StateType.RUNNING, StateType.RETRYING
+_COMPLETED, _FAILED, _CRASHED = StateType.COMPLETED, StateType.FAILED, StateType.CRASHED
 # Final states the engine may record before the task's worker has reported its end.
-_WORKER_MAY_REPORT = frozenset(
-    state.value for state in (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED)
-)
+_WORKER_MAY_REPORT = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED})
+
+logger = logging.getLogger("dagrun.history")
 
 
 class LiveTaskRuns:
@@ -52,8 +59,10 @@ class LiveTaskRuns:
         self._submit = submit
         self._lock = threading.Lock()
         self._flow_runs: set[str] = set()
-        self._worker_final: dict[str, str] = {}  # task run -> final state its worker's report wrote
-        self._engine_final: dict[str, str] = {}  # task run -> final state the engine wrote first
+        # task run -> the state the history shows (absent: Pending, or its story is told)
+        self._shown: dict[str, StateType] = {}
+        self._worker_final: dict[str, StateType] = {}  # task run -> final state its worker's report wrote
+        self._engine_final: dict[str, StateType] = {}  # task run -> final state the engine wrote first
         self._started: dict[str, tuple[int, float, str | None]] = {}  # run -> attempt, start, worker
         self._ended: dict[str, float] = {}  # task run -> when its worker reported its end
         self._lost_on: dict[str, str] = {}  # task run -> the worker its last lost attempt ran on
@@ -91,9 +100,9 @@ class LiveTaskRuns:
                 else:
                     self._finished(event)
             for event in running.values():
-                self._submit(TaskRunState(
-                    event.task_run_id, _RUNNING, event.start_time, attempt=event.attempt, worker=event.worker
-                ))
+                self._show(TaskRunState(
+                    event.task_run_id, _RUNNING.value, event.start_time, attempt=event.attempt, worker=event.worker
+                ), _RUNNING)
 
     def _is_stale(self, event: TaskEvent) -> bool:
         """Whether `event` comes from a submission that is over: from the worker a lost attempt
@@ -116,13 +125,13 @@ class LiveTaskRuns:
         ))
         if event.retrying:
             if event.task_run_id not in self._engine_final:
-                self._submit(TaskRunState(
-                    event.task_run_id, StateType.RETRYING.value, event.end_time, event.message,
+                self._show(TaskRunState(
+                    event.task_run_id, _RETRYING.value, event.end_time, event.message,
                     attempt=event.attempt, worker=event.worker, start_time=event.run_start_time,
-                ))
+                ), _RETRYING)
             return
-        self._run_ended(event, TaskRunState(
-            event.task_run_id, _FAILED, event.end_time, event.error, attempt=event.attempt,
+        self._run_ended(event, _FAILED, TaskRunState(
+            event.task_run_id, _FAILED.value, event.end_time, event.error, attempt=event.attempt,
             error=event.error, traceback=event.traceback, full_traceback=event.full_traceback, worker=event.worker,
             start_time=event.run_start_time, end_time=event.end_time,
         ))
@@ -130,21 +139,21 @@ class LiveTaskRuns:
     def _finished(self, event: TaskRunFinished) -> None:
         if event.attempt > 1:  # the earlier attempts failed: this one gets its row too
             self._submit(TaskRunAttempt(event.task_run_id, event.attempt, event.start_time, event.end_time))
-        self._run_ended(event, TaskRunState(
-            event.task_run_id, _COMPLETED, event.end_time, attempt=event.attempt, worker=event.worker,
+        self._run_ended(event, _COMPLETED, TaskRunState(
+            event.task_run_id, _COMPLETED.value, event.end_time, attempt=event.attempt, worker=event.worker,
             cache_hit=False if event.cache_key else None, result_size=event.size,
             start_time=event.run_start_time, end_time=event.end_time, cache_key=event.cache_key,
         ))
 
-    def _run_ended(self, event: AttemptFailed | TaskRunFinished, state: TaskRunState) -> None:
+    def _run_ended(self, event: AttemptFailed | TaskRunFinished, kind: StateType, state: TaskRunState) -> None:
         """The worker's end of a run: its final state, or details if the engine was first."""
         self._started.pop(event.task_run_id, None)
         self._earlier.pop(event.task_run_id, None)
         self._ended[event.task_run_id] = event.end_time
-        if self._engine_final.pop(event.task_run_id, None) is None:
-            self._worker_final[event.task_run_id] = state.state
-            self._submit(state)
+        if self._engine_final.pop(event.task_run_id, None) is None and self._show(state, kind):
+            self._worker_final[event.task_run_id] = kind
             return
+        self._shown.pop(event.task_run_id, None)  # both sources have spoken: the run's story is told
         self._submit(TaskRunDetails(
             event.task_run_id, event.worker, event.run_start_time, event.end_time, event.attempt,
             state.result_size,
@@ -154,13 +163,14 @@ class LiveTaskRuns:
         """Whether some run's final state was recorded before its worker's report came."""
         return bool(self._engine_final)
 
-    def engine_state(self, task_run_id: str, state: str, build: Callable[[], TaskRunState]) -> None:
+    def engine_state(self, task_run_id: str, state: StateType, build: Callable[[], TaskRunState]) -> None:
         """The engine's final `state` of a task run; `build()` makes its `TaskRunState` (only
         when it is written: most runs' workers reported the same state first)."""
         with self._lock:
             reported = self._worker_final.pop(task_run_id, None)
-            if reported == state:
-                if state == _FAILED:  # the engine's error names the task and flow run
+            if reported is not None and not self._moves(task_run_id, state):  # the worker's end stands
+                self._shown.pop(task_run_id, None)  # both sources have spoken: the run's story is told
+                if state is _FAILED and reported is _FAILED:  # the engine's error names the task and flow run
                     event = build()
                     self._submit(TaskRunDetails(
                         task_run_id, error=event.error, traceback=event.traceback,
@@ -169,16 +179,17 @@ class LiveTaskRuns:
                 return
             event = build()
             running = self._started.pop(task_run_id, None)
-            if state == _CRASHED:  # its last attempt ended with the infrastructure
+            if state is _CRASHED:  # its last attempt ended with the infrastructure
                 attempt = self._earlier.get(task_run_id, 0) + 1
                 self._submit(TaskRunAttempt(
                     task_run_id, attempt, running[1] if running else None, event.timestamp, event.error,
                     event.traceback, event.full_traceback,
                 ))
                 event = dataclasses.replace(event, attempt=attempt)
-            self._submit(event)
-            if reported is None and state in _WORKER_MAY_REPORT:
+            if self._show(event, state) and reported is None and state in _WORKER_MAY_REPORT:
                 self._engine_final[task_run_id] = state
+            else:  # no report of its worker to wait for
+                self._shown.pop(task_run_id, None)
 
     def attempt_lost(self, task_run_id: str, error: str) -> None:
         """The current attempt of a run ended with its worker; the run is submitted again, and
@@ -193,4 +204,22 @@ class LiveTaskRuns:
                 self._lost_on[task_run_id] = worker
             self._submit(TaskRunAttempt(task_run_id, attempt, start, now, error))
             if task_run_id not in self._engine_final:
-                self._submit(TaskRunState(task_run_id, StateType.RETRYING.value, now, f"Resubmitted after {error}"))
+                self._show(TaskRunState(task_run_id, _RETRYING.value, now, f"Resubmitted after {error}"), _RETRYING)
+
+    def _moves(self, task_run_id: str, new: StateType) -> bool:
+        """Whether the history moves the run to `new` (the transition table's verdict, from
+        the state it shows); False when `new` adds no state or the move is illegal (logged)."""
+        try:
+            return check_report(self._shown.get(task_run_id, _PENDING), new, run=task_run_id)
+        except IllegalTransition as exc:
+            exc.run = f"task run {task_run_id}"  # named in full only here, off the hot path
+            logger.error("%s; not recorded", exc)
+            return False
+
+    def _show(self, event: TaskRunState, state: StateType) -> bool:
+        """Write `event`, the run's move to `state`, if the table allows it; True when written."""
+        if not self._moves(event.task_run_id, state):
+            return False
+        self._shown[event.task_run_id] = state
+        self._submit(event)
+        return True

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from dagrun.context import current_flow_run, current_task_run
 from dagrun.tracebacks import format_exception
@@ -51,12 +51,26 @@ class RunLogger(logging.LoggerAdapter):
         self.log(logging.ERROR, msg, *args, exc_info=exc_info, **kwargs)
 
 
-def make_log_line(context: Any, level: int, message: str, logger: str = "dagrun") -> dict:
+def make_log_line(context: Any, level: int, message: str, logger: str = "dagrun") -> LogLine:
     """The picklable form of one log line, for a flow or task run context."""
     return log_line(
         level, message, logger, context.flow_run_id, context.flow_run_name,
         getattr(context, "task_run_id", None), getattr(context, "task_run_name", None),
     )
+
+
+class LogLine(TypedDict):
+    """One log line as it travels from workers to the driver and into the history: a plain
+    dict (picklable, msgpack-friendly), typed here for whoever reads it."""
+
+    timestamp: float
+    level: int
+    logger: str
+    message: str
+    flow_run_id: str | None
+    flow_run_name: str | None
+    task_run_id: str | None
+    task_run_name: str | None
 
 
 def log_line(
@@ -67,7 +81,7 @@ def log_line(
     flow_run_name: str | None,
     task_run_id: str | None = None,
     task_run_name: str | None = None,
-) -> dict:
+) -> LogLine:
     """One log line as the plain dict that travels from workers and into the history."""
     return {
         "timestamp": time.time(),

@@ -22,11 +22,22 @@ from dagrun.states import State
 logger = logging.getLogger("dagrun.notify")
 
 
+class FlowRunFacts(Protocol):
+    """What a notifier learns about the run it reports on (`dagrun.hooks.FlowRunRecord`)."""
+
+    id: str
+    name: str
+    flow_name: str
+    start_time: float | None
+    end_time: float | None
+    failed_task: str | None
+
+
 class Notifier(Protocol):
-    def notify(self, run: Any, state: State) -> None: ...
+    def notify(self, run: FlowRunFacts, state: State) -> None: ...
 
 
-def failure_summary(run: Any, state: State) -> dict[str, Any]:
+def failure_summary(run: FlowRunFacts, state: State) -> dict[str, Any]:
     """The facts a notification carries (the webhook's JSON body)."""
     duration = None
     if run.start_time is not None and run.end_time is not None:
@@ -53,10 +64,10 @@ class WebhookNotifier:
             raise ConfigError(f"A notifier URL must start with http:// or https://, got {url!r}")
         self.url, self.timeout, self.retries, self.retry_delay = url, timeout, retries, retry_delay
 
-    def payload(self, run: Any, state: State) -> dict[str, Any]:
+    def payload(self, run: FlowRunFacts, state: State) -> dict[str, Any]:
         return failure_summary(run, state)
 
-    def notify(self, run: Any, state: State) -> None:
+    def notify(self, run: FlowRunFacts, state: State) -> None:
         body = json.dumps(self.payload(run, state)).encode()
         for attempt in range(1, self.retries + 2):
             request = urllib.request.Request(
@@ -81,7 +92,7 @@ class WebhookNotifier:
 class SlackNotifier(WebhookNotifier):
     """Posts a one-message summary to a Slack incoming webhook."""
 
-    def payload(self, run: Any, state: State) -> dict[str, Any]:
+    def payload(self, run: FlowRunFacts, state: State) -> dict[str, Any]:
         facts = failure_summary(run, state)
         task = f" in task `{facts['failed_task']}`" if facts["failed_task"] else ""
         duration = f" after {facts['duration_seconds']:.1f} s" if facts["duration_seconds"] is not None else ""

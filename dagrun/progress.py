@@ -1,7 +1,9 @@
 """Live progress on a terminal: completed / running / failed / cached counts and elapsed time.
 
 Shown only when stderr is a terminal (and `DAGRUN_PROGRESS` is not `off`), so logs written to
-files or pipes stay exactly the log lines. Log lines printed meanwhile scroll above it.
+files or pipes stay exactly the log lines. Log lines printed meanwhile scroll above it. The
+display subscribes to the run's task runs (`RunObserver`): it counts them as they are created
+and reach their final states (subflow runs' included).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from dagrun.states import StateType
+from dagrun.observers import RunObserver
+from dagrun.states import State, StateType
+from dagrun.task_run_record import TaskRun
 
 
 def progress_wanted() -> bool:
@@ -22,22 +26,15 @@ def progress_wanted() -> bool:
     return sys.stderr.isatty()
 
 
-def summarize(runs: list[Any]) -> Counter:
-    """Counts of task runs by the display's categories."""
-    counts: Counter = Counter()
-    for run in list(runs):
-        kind = run.state.type
-        if kind is StateType.COMPLETED:
-            counts["completed"] += 1
-        elif kind is StateType.CACHED:
-            counts["cached"] += 1
-        elif kind in (StateType.FAILED, StateType.CRASHED):
-            counts["failed"] += 1
-        elif kind is StateType.NOT_RUN or kind is StateType.CANCELLED:
-            counts["not run"] += 1
-        else:
-            counts["running"] += 1
-    return counts
+_CATEGORIES = {
+    StateType.COMPLETED: "completed", StateType.CACHED: "cached", StateType.FAILED: "failed",
+    StateType.CRASHED: "failed", StateType.NOT_RUN: "not run", StateType.CANCELLED: "not run",
+}
+
+
+def category(state: State) -> str:
+    """The display's category of a task run in `state`."""
+    return _CATEGORIES.get(state.type, "running")
 
 
 def describe(flow_run_name: str, counts: Counter, elapsed: float) -> str:
@@ -49,18 +46,27 @@ def describe(flow_run_name: str, counts: Counter, elapsed: float) -> str:
     )
 
 
-class ProgressDisplay:
+class ProgressDisplay(RunObserver):
     """A rich live line for one top-level flow run, refreshed a few times a second."""
 
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
+    def __init__(self, flow_run_name: str) -> None:
+        self._flow_run_name = flow_run_name
+        self._counts: Counter = Counter()
+        self._final: dict[str, str] = {}  # task run -> its category (a recomputed hit ends twice)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: Any = None
 
+    def task_run_created(self, run: TaskRun, flow_run_id: str) -> None:
+        self._counts["running"] += 1
+
+    def task_run_state(self, run: TaskRun, state: State, flow_run_id: str) -> None:
+        new = category(state)
+        self._counts[self._final.get(run.id, "running")] -= 1
+        self._counts[new] += 1
+        self._final[run.id] = new
+
     def __enter__(self) -> ProgressDisplay:
-        if not progress_wanted():
-            return self
         from rich.console import Console
         from rich.live import Live
 
@@ -81,9 +87,7 @@ class ProgressDisplay:
         self._live.stop()
 
     def _line(self) -> str:
-        tasks = self._engine.tasks
-        counts = summarize(tasks.runs) if tasks is not None else Counter()
-        return describe(self._engine.flow_run_name, counts, time.monotonic() - self._started)
+        return describe(self._flow_run_name, self._counts, time.monotonic() - self._started)
 
     def _refresh(self) -> None:
         while not self._stop.wait(0.25):

@@ -1,7 +1,7 @@
 """Recording runs in the run history, off the hot path.
 
-The engine tells a `RunRecorder` what happens (a flow run started, a task run was created,
-reached a state, logged a line); the recorder turns each fact into a small history event and
+The engine tells a `RunRecorder`, one of its `RunObserver`s, what happens (a flow run started,
+a task run was created, reached a state, logged a line); the recorder turns each fact into a small history event and
 hands it to the `HistoryWriter` thread, which writes them in batches. Nothing here blocks on
 the database. If the history cannot be opened, one warning is logged and runs go unrecorded:
 a flow never fails because of its history.
@@ -22,10 +22,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from dagrun.cancellation import RUNS_CANCEL_REASON
+from dagrun.cancellation import RUNS_CANCEL_REASON, RunCancellation
 from dagrun.history import HistoryStore, HistoryWriter
 from dagrun.history.drivers import this_process
 from dagrun.history.events import (
@@ -36,9 +35,13 @@ from dagrun.history.events import (
     TaskRunState,
 )
 from dagrun.live_history import LiveTaskRuns
+from dagrun.logs import LogLine as RunLogLine
+from dagrun.observers import FlowRunStateChanged, RunObserver
+from dagrun.observers import FlowRunStarted as FlowRunBegan
 from dagrun.run_names import task_run_name
 from dagrun.states import State, StateType
 from dagrun.task_events import TaskEvent
+from dagrun.task_run_record import TaskRun
 from dagrun.tracebacks import views_of
 
 logger = logging.getLogger("dagrun.history")
@@ -56,7 +59,7 @@ def history_enabled() -> bool:
     return os.environ.get("DAGRUN_HISTORY", "on").strip().lower() not in {"0", "off", "false", "no"}
 
 
-class RunRecorder:
+class RunRecorder(RunObserver):
     """Feeds one top-level flow run (and its subflows) to the run history."""
 
     def __init__(self, writer: HistoryWriter, store: HistoryStore) -> None:
@@ -83,39 +86,40 @@ class RunRecorder:
         self.store.close()
 
     # ---------------------------------------------------------------- flow runs
-    def flow_started(self, engine: Any, executor: str, address: str | None) -> None:
-        parent = engine.parent
-        self._live.add_flow_run(engine.flow_run_id)
+    def flow_run_started(self, event: FlowRunBegan) -> None:
+        top_level = event.parent_flow_run_id is None
+        self._live.add_flow_run(event.flow_run_id)
         process_space, process_start = this_process()
         self._writer.submit(
             FlowRunStarted(
-                flow_run_id=engine.flow_run_id,
-                flow_name=engine.flow.name,
-                flow_run_name=engine.flow_run_name,
-                parameters=dict(engine.parameters),
-                start_time=time.time(),
-                parent_flow_run_id=parent.flow_run_id if parent is not None else None,
+                flow_run_id=event.flow_run_id,
+                flow_name=event.flow.name,
+                flow_run_name=event.flow_run_name,
+                parameters=dict(event.parameters),
+                start_time=event.start_time,
+                parent_flow_run_id=event.parent_flow_run_id,
                 parent_task_run_id=None,
-                executor=executor,
-                address=address,
+                executor=event.executor,
+                address=event.address,
                 host=socket.gethostname(),
                 pid=os.getpid(),
-                deployment=os.environ.get("DAGRUN_DEPLOYMENT") if parent is None else None,
-                slot=os.environ.get("DAGRUN_DEPLOYMENT_SLOT") if parent is None else None,
+                deployment=os.environ.get("DAGRUN_DEPLOYMENT") if top_level else None,
+                slot=os.environ.get("DAGRUN_DEPLOYMENT_SLOT") if top_level else None,
                 lease_seconds=lease_seconds(),
                 process_space=process_space,
                 process_start=process_start,
             )
         )
 
-    def flow_state(self, flow_run_id: str, state: State) -> None:
+    def flow_run_state(self, event: FlowRunStateChanged) -> None:
+        state = event.state
         error, trace, full = _error_fields(state.exception)
         self._writer.submit(
-            FlowRunState(flow_run_id, state.name, time.time(), state.message, error, trace, full)
+            FlowRunState(event.run.flow_run_id, state.name, time.time(), state.message, error, trace, full)
         )
 
     # ---------------------------------------------------------------- task runs
-    def task_created(self, run: Any, flow_run_id: str) -> None:
+    def task_run_created(self, run: TaskRun, flow_run_id: str) -> None:
         self._writer.submit(
             TaskRunCreated(
                 run.id, flow_run_id, run.task.name, task_run_name(run.task, run.args, run.kwargs, run.name),
@@ -123,12 +127,12 @@ class RunRecorder:
             )
         )
 
-    def task_state(self, run: Any, state: State) -> None:
+    def task_run_state(self, run: TaskRun, state: State, flow_run_id: str) -> None:
         """A task run's final state, as the engine classified it (merged with what its worker
         reported, see `LiveTaskRuns`)."""
-        self._live.engine_state(run.id, state.name, lambda: _task_run_state(run, state))
+        self._live.engine_state(run.id, state.type, lambda: _task_run_state(run, state))
 
-    def task_attempt_lost(self, run: Any, error: str) -> None:
+    def task_attempt_lost(self, run: TaskRun, error: str) -> None:
         """An attempt of `run` ended with its worker (the run is being submitted again)."""
         self._live.attempt_lost(run.id, error)
 
@@ -141,7 +145,7 @@ class RunRecorder:
         `ExecutorSession.flush_events`); False when every report is in."""
         return self._live.awaiting_workers()
 
-    def log(self, line: dict) -> None:
+    def log(self, line: RunLogLine) -> None:
         self._writer.submit(
             LogLine(
                 line["flow_run_id"], line.get("task_run_id"), line["timestamp"], line["level"],
@@ -150,7 +154,7 @@ class RunRecorder:
         )
 
 
-def _task_run_state(run: Any, state: State) -> TaskRunState:
+def _task_run_state(run: TaskRun, state: State) -> TaskRunState:
     # At least one attempt: the worker's report, if it comes, may say how many more.
     attempts = 1 if state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED) else None
     not_run = state.type is StateType.NOT_RUN
@@ -183,16 +187,21 @@ class CancelWatcher:
     takes the Ctrl-C path (pending tasks cancelled, states Cancelled, local cluster stopped)
     without any signal, so a driver that ignores SIGINT (`dagrun run ... &`) stops too."""
 
-    def __init__(self, engine: Any, interval: float = 1.0) -> None:
-        self._engine = engine
+    def __init__(
+        self, store: HistoryStore | None, flow_run_id: str, cancellation: RunCancellation,
+        log: Callable[[int, str], None], interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._flow_run_id = flow_run_id
+        self._cancellation = cancellation
+        self._log = log
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> CancelWatcher:
-        recorder = self._engine.recorder
-        if recorder is not None:
-            self._thread = threading.Thread(target=self._watch, args=(recorder.store,), daemon=True, name="dagrun-cancel")
+        if self._store is not None:
+            self._thread = threading.Thread(target=self._watch, args=(self._store,), daemon=True, name="dagrun-cancel")
             self._thread.start()
         return self
 
@@ -204,10 +213,10 @@ class CancelWatcher:
     def _watch(self, store: HistoryStore) -> None:
         while not self._stop.wait(self._interval):
             try:
-                requested = store.cancel_requested(self._engine.flow_run_id)
+                requested = store.cancel_requested(self._flow_run_id)
             except Exception:  # noqa: BLE001 - a busy or vanished database: ask again later
                 continue
             if requested:
-                self._engine.log(logging.WARNING, "Cancel requested: cancelling the flow run")
-                self._engine.cancellation.request(RUNS_CANCEL_REASON)
+                self._log(logging.WARNING, "Cancel requested: cancelling the flow run")
+                self._cancellation.request(RUNS_CANCEL_REASON)
                 return

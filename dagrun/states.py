@@ -4,13 +4,21 @@
     Pending -> Cached                      (a cache hit never takes a worker slot)
     Pending -> NotRun                      (an upstream task failed)
     any non-final -> Cancelled             (Ctrl-C, `dagrun runs cancel`)
+    any non-final -> Crashed               (a worker or the driver died)
+    Running <-> Paused                     (held on request)
+
+Every state change of a task run or flow run goes through `transition`, which checks it
+against the transition table at the end of this module (`TASK_RUN_TRANSITIONS`,
+`FLOW_RUN_TRANSITIONS`) and raises `IllegalTransition` for a move the table does not allow.
 """
 
 from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 _NO_RESULT = object()
@@ -35,6 +43,8 @@ class StateType(enum.Enum):
     """Stopped on request before finishing."""
     NOT_RUN = "NotRun"
     """Never executed because an upstream task did not complete."""
+    PAUSED = "Paused"
+    """Held on request; resumes as `Running` (or ends)."""
 
     @property
     def is_final(self) -> bool:
@@ -108,3 +118,98 @@ class State:
     def __repr__(self) -> str:
         message = f", message={self.message!r}" if self.message else ""
         return f"{self.name}({message.lstrip(', ')})" if message else f"{self.name}()"
+
+
+# ---------------------------------------------------------------- the transition table
+_P, _RUN, _RETRY, _PAUSE = StateType.PENDING, StateType.RUNNING, StateType.RETRYING, StateType.PAUSED
+_DONE, _HIT, _FAIL, _CRASH = StateType.COMPLETED, StateType.CACHED, StateType.FAILED, StateType.CRASHED
+_CANCEL, _NOT_RUN = StateType.CANCELLED, StateType.NOT_RUN
+_ENDS = frozenset({_DONE, _FAIL, _CRASH, _CANCEL})  # how an attempt that started can end
+Table = Mapping[StateType, frozenset[StateType]]
+"""A transition table: for each state, the states a run may move to from it."""
+
+TASK_RUN_TRANSITIONS: Table = MappingProxyType({
+    # Pending may skip to any state: the history writes a worker's batch that starts and ends
+    # an attempt as its end only, and the engine classifies an outcome without a Running.
+    _P: frozenset({_RUN, _RETRY, _PAUSE, _HIT, _NOT_RUN}) | _ENDS,
+    # Running -> Running: the next attempt, or the same one started again on another worker.
+    # NotRun: resubmitted (its worker died) after an upstream run ended without completing.
+    _RUN: frozenset({_RUN, _RETRY, _PAUSE, _NOT_RUN}) | _ENDS,
+    _RETRY: frozenset({_RUN, _RETRY, _PAUSE, _NOT_RUN}) | _ENDS,
+    _PAUSE: frozenset({_RUN, _CANCEL, _CRASH, _FAIL}),
+    # Final states end a run, but for these explicit rules. Completed -> Running: its result
+    # was lost with its worker or the scheduler and is computed again; -> Crashed: it could
+    # not be computed again (the lost attempts used up its retries).
+    _DONE: frozenset({_RUN, _CRASH}),
+    _HIT: frozenset({_RUN}),  # its stored entry failed verification when read: computed after all
+    _FAIL: frozenset(),
+    _CRASH: frozenset(),
+    _CANCEL: frozenset(),
+    _NOT_RUN: frozenset(),
+})
+"""For each state of a task run, the states it may move to (a repeat of a final state is no
+move: see `transition`)."""
+
+FLOW_RUN_TRANSITIONS: Table = MappingProxyType({
+    _P: frozenset({_RUN, _FAIL, _CRASH, _CANCEL}),  # a deployment's run that never started
+    _RUN: frozenset({_RETRY, _PAUSE}) | _ENDS,
+    _RETRY: frozenset({_RUN}) | _ENDS,
+    _PAUSE: frozenset({_RUN, _FAIL, _CRASH, _CANCEL}),
+    _DONE: frozenset(),
+    _FAIL: frozenset(),
+    # A driver presumed lost (its heartbeat lease expired) that was only slow records its
+    # own end after all.
+    _CRASH: frozenset(_ENDS - {_CRASH}),
+    _CANCEL: frozenset(),
+})
+"""For each state of a flow run, the states it may move to. Flow runs are never `Cached` or
+`NotRun`."""
+
+
+class IllegalTransition(RuntimeError):
+    """A run was moved between two states the transition table does not allow: a bug in
+    dagrun, never the user's doing. The message names the run, both states and the moves
+    the table allows from the current one."""
+
+    def __init__(self, run: object, current: StateType, new: StateType, table: Table) -> None:
+        super().__init__(run, current, new)
+        self.run, self.current, self.new, self.allowed = str(run), current, new, table.get(current, frozenset())
+
+    def __str__(self) -> str:
+        allowed = ", ".join(sorted(state.value for state in self.allowed)) or "none, it is final"
+        return f"Illegal state transition of {self.run}: {self.current.value} -> {self.new.value} (allowed from {self.current.value}: {allowed})"
+
+
+def transition(
+    current: State, new: State, *, run: object, table: Table = TASK_RUN_TRANSITIONS,
+) -> State:
+    """The state `run` is in after moving from `current` to `new`: `new` when the table allows
+    the move; `current` when `new` repeats a final state (idempotent: nothing to record, the
+    first one stands). Raises `IllegalTransition` otherwise, naming the run by `str(run)`
+    ("task run 'extract-0'"), built only then."""
+    if new.type in table[current.type]:  # the common case first: one lookup per state change
+        return new
+    return new if check_transition(current.type, new.type, run=run, table=table) else current
+
+
+def check_transition(
+    current: StateType, new: StateType, *, run: object, table: Table = TASK_RUN_TRANSITIONS,
+) -> bool:
+    """True when `run` moves from `current` to `new`; False when `new` repeats `current`, a
+    final state (nothing changes). Raises `IllegalTransition` for a move the table forbids."""
+    if new in table[current]:
+        return True
+    if new is current and current.is_final:
+        return False
+    raise IllegalTransition(run, current, new, table)
+
+
+def check_report(current: StateType, reported: StateType, *, run: object) -> bool:
+    """Whether a task run's history moves to `reported` from `current`, the state it shows.
+    Two sources report a run's end, its worker and the engine, either first: a second final
+    state the table does not allow after the first (a worker's late report, the engine's
+    classification of an end its worker already reported) fills in fields and adds no
+    state, the first stands (False). Any other move is checked as by `check_transition`."""
+    if current.is_final and reported.is_final and reported not in TASK_RUN_TRANSITIONS[current]:
+        return False
+    return check_transition(current, reported, run=run)

@@ -76,8 +76,7 @@ def lost_attempt(tracker: TaskRunTracker, run: TaskRun, exception: BaseException
     if run.resubmits < budget:
         run.resubmits += 1
         tracker.log(run, logging.WARNING, f"Resubmitting '{run.name}': {attempt} was lost: {reason}")
-        if tracker.recorder is not None:
-            tracker.recorder.task_attempt_lost(run, reason)
+        tracker.observer.task_attempt_lost(run, reason)
         return tracker.resubmit(run)
     crash = CrashedError(f"Task run '{run.name}' crashed on {attempt}: {reason}")
     crash.__cause__ = exception

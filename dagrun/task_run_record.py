@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dagrun.errors import UpstreamFailedError
-from dagrun.states import State, StateType
+from dagrun.states import State, StateType, transition
 
 if TYPE_CHECKING:
     from dagrun.futures import TaskFuture
@@ -50,6 +50,17 @@ class TaskRun:
     def name(self) -> str:
         """`<task name>-<n>`: the n-th call of this task in its flow run."""
         return f"{self.task.name}-{self.index}"
+
+    def enter(self, state: State) -> bool:
+        """Move to `state` if the transition table allows it (else `IllegalTransition`);
+        False when `state` repeats the run's final state, which then stands."""
+        if transition(self.state, state, run=self) is not state:
+            return False
+        self.state = state
+        return True
+
+    def __str__(self) -> str:
+        return f"task run '{self.name}'"
 
 
 _SUBMITTED = State(StateType.PENDING, timestamp=0.0)  # shared: 20,000 runs need not each own one

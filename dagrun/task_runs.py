@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dagrun.caching import CachePlanner
@@ -39,10 +39,9 @@ from dagrun.errors import CancelledRunError
 from dagrun.executors.base import FINISHED, PENDING, ExecutorSession, Submission
 from dagrun.flow_timeouts import RunTimeout
 from dagrun.futures import TaskFuture
-from dagrun.hooks import run_task_hooks
 from dagrun.log_cap import log_cap_bytes
 from dagrun.logs import log_line
-from dagrun.recorder import RunRecorder
+from dagrun.observers import Observers
 from dagrun.result_batches import MISSING, ResultBatches
 from dagrun.results import ResultStore
 from dagrun.runner import TaskSpec
@@ -64,6 +63,7 @@ class TaskRunTracker:
         *,
         flow_run_id: str,
         flow_run_name: str,
+        run_numbers: Iterator[int],
         log_sink: Callable[[dict], None],
         log_prints: bool,
         keep_completed: bool = False,
@@ -72,7 +72,7 @@ class TaskRunTracker:
         flow_name: str = "",
         result_storage: str | None = None,
         content_hashes: dict[str, str] | None = None,
-        recorder: RunRecorder | None = None,
+        observer: Observers,
         cancellation: RunCancellation | None = None,
         flow_parameters: dict[str, Any] | None = None,
     ) -> None:
@@ -81,6 +81,7 @@ class TaskRunTracker:
         self.cancellation = cancellation or RunCancellation()
         self.flow_run_id = flow_run_id
         self.flow_run_name = flow_run_name
+        self._run_numbers = run_numbers  # shared by the flow run's attempts: task run ids never repeat
         self.log_sink = log_sink
         self.log_prints = log_prints
         self.timeout = timeout or RunTimeout("", None, None)  # the flow run's (and enclosing runs') deadline
@@ -96,7 +97,8 @@ class TaskRunTracker:
         self._result_storage = result_storage
         self.content_hashes = {} if content_hashes is None else content_hashes  # from workers' result records
         self.planner: CachePlanner | None = None
-        self.recorder = recorder
+        self.observer = observer  # told what happens to each task run (history, progress, hooks)
+        self._report, self._dispatches = observer.wants("task_events"), observer.wants("task_runs_dispatched")
         self.batches = ResultBatches(session, lambda: self.cache_planner().store)
 
     # ---------------------------------------------------------------- submission
@@ -111,9 +113,8 @@ class TaskRunTracker:
         for args, kwargs in calls:
             index = self._call_counts.get(task.name, 0)
             self._call_counts[task.name] = index + 1
-            self._run_count += 1
             # Unique without a syscall per run: the flow run's random id + a counter.
-            run = TaskRun(f"{self.flow_run_id[:20]}{self._run_count:012x}", task, index, args, kwargs)
+            run = TaskRun(f"{self.flow_run_id[:20]}{next(self._run_numbers):012x}", task, index, args, kwargs)
             run.wait_for = wait_for
             future = TaskFuture(run, self)
             run.future_ref = weakref.ref(future)
@@ -122,8 +123,7 @@ class TaskRunTracker:
             if self._keep_completed or self._reusable:
                 run.fingerprint = fingerprint(run)
             run.upstream = tuple(upstream_of(run))  # one walk of the arguments, used by _plan too
-            if self.recorder is not None:
-                self.recorder.task_created(run, self.flow_run_id)
+            self.observer.task_run_created(run, self.flow_run_id)
             previous = self._reusable.get((task.name, index))
             if previous is not None and self._reuse(run, previous):
                 continue
@@ -135,6 +135,8 @@ class TaskRunTracker:
             for (run, _), handle in zip(batch, handles):
                 run.handle = handle
                 self._active.append(run)
+            if self._dispatches:
+                self.observer.task_runs_dispatched([run for run, _ in batch])
             self._since_sweep += len(batch)
             if self._since_sweep >= SWEEP_EVERY:
                 self.sweep()
@@ -178,7 +180,7 @@ class TaskRunTracker:
             log_prints = self.log_prints if task.log_prints is None else task.log_prints
             store = self.cache_planner().store if task.cache else None
             spec = self._specs[task] = TaskSpec(
-                task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self.recorder is not None,
+                task, self.flow_run_id, self.flow_run_name, log_prints, store, report=self._report,
                 log_cap_bytes=log_cap_bytes() or 0,
             )
         return spec
@@ -204,6 +206,7 @@ class TaskRunTracker:
         if run.cache_key is not None:
             submission = dataclasses.replace(submission, cache_key=run.cache_key)
         run.handle = self.session.submit_many([submission])[0]
+        self.observer.task_runs_dispatched((run,))
         return True
 
     def _plan_deferred(self) -> None:
@@ -214,6 +217,7 @@ class TaskRunTracker:
             submission = self._plan(run)
             if submission is not None:
                 run.handle = self.session.submit_many([submission])[0]
+                self.observer.task_runs_dispatched((run,))
                 self._active.append(run)
 
     def _reuse(self, run: TaskRun, previous: TaskRun) -> bool:
@@ -259,13 +263,11 @@ class TaskRunTracker:
         return not self.dispatch(run)
 
     def set_state(self, run: TaskRun, state: State) -> None:
-        """The one place a task run's state changes (and a final state is recorded)."""
-        run.state = state
+        """The one place a task run's state changes (through the transition table)."""
+        if not run.enter(state):
+            return  # a repeat of its final state: nothing changes
         if state.is_final():
-            if self.recorder is not None:
-                self.recorder.task_state(run, state)
-            if run.task.on_completion or run.task.on_failure:
-                run_task_hooks(run, state, self.flow_run_id)
+            self.observer.task_run_state(run, state, self.flow_run_id)
             if state.type in (StateType.FAILED, StateType.CRASHED) and self.first_failure is None:
                 self.first_failure = run
             if not state.is_completed() or (run.future_ref() is None and not self._keep_completed):
@@ -393,4 +395,3 @@ class TaskRunTracker:
 
     cancelled = False
     _since_sweep = 0
-    _run_count = 0

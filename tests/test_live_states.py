@@ -20,6 +20,7 @@ import pytest
 from console_script import DAGRUN, dagrun
 from dagrun.history import FlowRunStarted, HistoryStore, TaskRunCreated, TaskRunState
 from dagrun.live_history import LiveTaskRuns
+from dagrun.states import StateType
 from dagrun.task_events import AttemptFailed, TaskRunFinished, TaskRunStarted, decode, encode
 
 LIVE_FLOW = textwrap.dedent(
@@ -255,7 +256,7 @@ WORKER = "tcp://10.0.0.7:40001"
 
 def test_a_worker_report_after_the_engines_final_state_fills_in_fields_and_adds_no_state():
     history = History()
-    history.live.engine_state("a", "Completed", lambda: TaskRunState("a", "Completed", T0 + 9, attempt=1))
+    history.live.engine_state("a", StateType.COMPLETED, lambda: TaskRunState("a", "Completed", T0 + 9, attempt=1))
     history.live.worker_events([
         TaskRunStarted("flow", "a", 1, T0 + 1, WORKER),
         TaskRunFinished("flow", "a", 1, T0 + 1, T0 + 1, T0 + 2, worker=WORKER),
@@ -276,7 +277,7 @@ def test_the_engines_state_after_the_workers_same_final_state_writes_nothing_mor
             retrying=False, worker=WORKER,
         ),
     ])
-    history.live.engine_state("a", "Failed", lambda: TaskRunState(
+    history.live.engine_state("a", StateType.FAILED, lambda: TaskRunState(
         "a", "Failed", T0 + 5, "OSError: disk", attempt=1, error="OSError: disk", traceback="Traceback ... (note)",
         full_traceback="Traceback (full) ... (note)",
     ))
@@ -297,7 +298,7 @@ def test_a_batch_that_starts_and_ends_attempts_writes_only_their_ends_and_ignore
         TaskRunStarted("flow", "a", 2, T0 + 3, WORKER),
         TaskRunFinished("flow", "a", 2, T0 + 1, T0 + 3, T0 + 4, worker=WORKER),
     ])
-    history.live.engine_state("a", "Completed", lambda: TaskRunState("a", "Completed", T0 + 5, attempt=1))
+    history.live.engine_state("a", StateType.COMPLETED, lambda: TaskRunState("a", "Completed", T0 + 5, attempt=1))
     run = history.task_run()
     assert run["states"] == ["Pending", "Retrying", "Completed"]
     assert (run["attempts"], run["start_time"], run["end_time"]) == (2, T0 + 1, T0 + 4)
@@ -325,7 +326,7 @@ def test_a_lost_workers_late_reports_never_reopen_a_run_that_ran_again_elsewhere
         TaskRunStarted("flow", "a", 1, T0 + 3, other),
         TaskRunFinished("flow", "a", 1, T0 + 3, T0 + 3, T0 + 4, worker=other),
     ])
-    history.live.engine_state("a", "Completed", lambda: TaskRunState("a", "Completed", T0 + 5, attempt=1))
+    history.live.engine_state("a", StateType.COMPLETED, lambda: TaskRunState("a", "Completed", T0 + 5, attempt=1))
     history.live.worker_events([  # the frozen worker wakes up and sends what it held
         TaskRunStarted("flow", "a", 1, T0 + 1, lost),
         TaskRunFinished("flow", "a", 1, T0 + 1, T0 + 1, T0 + 6, worker=lost),

@@ -14,6 +14,7 @@ import click
 
 from dagrun.errors import ConfigError
 from dagrun.history import HistoryStore
+from dagrun.states import StateType
 
 
 def _store() -> HistoryStore:
@@ -102,7 +103,7 @@ def _tracebacks(run: dict, field: str) -> None:
     shown = set()
     for task_run in run["task_runs"]:
         trace = task_run.get(field) or task_run.get("traceback")
-        if trace and task_run["state"] in ("Failed", "Crashed"):
+        if trace and task_run["state"] in (StateType.FAILED.value, StateType.CRASHED.value):
             click.echo(f"\nTask run '{task_run['task_run_name']}' failed:\n{trace}")
             shown.add(trace)
     trace = run.get(field) or run.get("traceback")

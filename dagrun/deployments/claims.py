@@ -8,7 +8,8 @@ restart gets there first; the write transaction (SQLite's `BEGIN IMMEDIATE`, Pos
 advisory lock: writers queue) makes "check the limit, then insert" one step, so
 `max_active_runs` holds across services too.
 
-Claim states: `Pending` (claimed, process not started yet) -> `Running` -> a final state.
+Claim states: `Pending` (claimed, process not started yet) -> `Running` -> a final state,
+moved through the flow-run transition table (`dagrun.states`); a claim ends once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from dagrun.states import FLOW_RUN_TRANSITIONS, StateType, check_transition
 
 
 class ClaimResult(enum.Enum):
@@ -139,7 +142,7 @@ def claim_run(
     connection.execute(
         "INSERT INTO deployment_runs (id, deployment, reason, slot, request_id, trigger_key, "
         "upstream_run_id, parameters, service_id, claimed_at, state) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'Pending')",
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{StateType.PENDING.value}')",
         (
             claim.id,
             claim.deployment,
@@ -185,20 +188,37 @@ def _advance_last_slot(connection: Any, deployment: str, slot: str) -> None:
 
 
 def mark_started(connection: Any, claim_id: str, *, pid: int, host: str, now: float) -> None:
+    _check_claim(connection, claim_id, StateType.RUNNING)
     connection.execute(
-        "UPDATE deployment_runs SET state = 'Running', started_at = ?, pid = ?, host = ? WHERE id = ?",
-        (now, pid, host, claim_id),
+        "UPDATE deployment_runs SET state = ?, started_at = ?, pid = ?, host = ? WHERE id = ?",
+        (StateType.RUNNING.value, now, pid, host, claim_id),
     )
 
 
 def finish_run(
-    connection: Any, claim_id: str, *, state: str, now: float, exit_code: int | None, message: str | None
+    connection: Any, claim_id: str, *, state: StateType, now: float, exit_code: int | None, message: str | None
 ) -> None:
-    """End a claim in a final state (what the history says, or what the service saw)."""
+    """End a claim in a final state (what the history says, or what the service saw); a
+    claim that already ended keeps its state."""
+    if not _check_claim(connection, claim_id, state):
+        return
     connection.execute(
         "UPDATE deployment_runs SET state = ?, ended_at = ?, exit_code = ?, message = ? "
         "WHERE id = ? AND ended_at IS NULL",
-        (state, now, exit_code, message, claim_id),
+        (state.value, now, exit_code, message, claim_id),
+    )
+
+
+def _check_claim(connection: Any, claim_id: str, new: StateType) -> bool:
+    """Whether the open claim `claim_id` may move to `new` (False: it ended already, or is
+    unknown); raises `IllegalTransition` for a move the flow-run table forbids."""
+    row = connection.execute(
+        "SELECT state FROM deployment_runs WHERE id = ? AND ended_at IS NULL", (claim_id,)
+    ).fetchone()
+    if row is None:
+        return False
+    return check_transition(
+        StateType(row["state"]), new, run=f"deployment run {claim_id[:8]}", table=FLOW_RUN_TRANSITIONS
     )
 
 

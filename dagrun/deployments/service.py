@@ -45,6 +45,7 @@ from dagrun.deployments.settlement import HOST, StartedRun, settle_orphaned_clai
 from dagrun.deployments.store import DeploymentStore
 from dagrun.errors import ConfigError
 from dagrun.schedules import missed_slots
+from dagrun.states import StateType
 
 logger = logging.getLogger("dagrun.deployments")
 
@@ -347,7 +348,7 @@ class Service:
             process = self.launcher(command, env, log_path)
         except Exception as exc:  # noqa: BLE001 - one run that cannot start must not stop the others
             message = f"Crashed: its process could not start: {type(exc).__name__}: {exc}"
-            self.store.finish(claim.id, state="Crashed", now=now, message=message)
+            self.store.finish(claim.id, state=StateType.CRASHED, now=now, message=message)
             logger.error("Run %s of deployment '%s' %s", claim.id[:8], deployment.name, message)
             return
         self.store.mark_started(claim.id, pid=process.pid, host=HOST, now=now)

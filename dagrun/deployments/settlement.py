@@ -28,7 +28,7 @@ from dagrun.deployments.claims import Claim
 from dagrun.deployments.processes import RunProcess, describe_exit, last_line
 from dagrun.deployments.store import DeploymentStore
 from dagrun.history import FlowRunStarted, FlowRunState
-from dagrun.history.events import FINAL_STATE_NAMES
+from dagrun.states import FLOW_RUN_TRANSITIONS, StateType, check_transition
 
 logger = logging.getLogger("dagrun.deployments")
 
@@ -48,36 +48,40 @@ class StartedRun:
 
 def settle_run(
     store: DeploymentStore, run: StartedRun, code: int, now: datetime, cancel_message: str | None
-) -> str:
+) -> StateType:
     """Give the claim of `run`, whose process exited with `code`, its final state; return it."""
     record = store.recorded_run({"id": run.claim.id})
-    if record is not None and record["state"] in FINAL_STATE_NAMES:
-        state, message = record["state"], record["message"] or None
+    recorded = StateType(record["state"]) if record is not None else None
+    if recorded is not None and recorded.is_final:
+        state, message = recorded, record["message"] or None
     elif cancel_message is not None:
-        state, message = "Cancelled", cancel_message
+        state, message = StateType.CANCELLED, cancel_message
         record_end(store, run, record, state, message)
     elif record is None and code == 0:
-        state, message = "Completed", None
+        state, message = StateType.COMPLETED, None
     else:
         output = last_line(run.log_path)
-        state = "Crashed"
+        state = StateType.CRASHED
         message = f"Crashed: its process {describe_exit(code)} before recording a final state" + (
             f"; last output: {output}" if output else ""
         )
         record_end(store, run, record, state, message)
     store.finish(run.claim.id, state=state, now=now, exit_code=code, message=message)
-    level = logging.INFO if state == "Completed" else logging.WARNING
-    detail = f": {message}" if message and state in ("Crashed", "Cancelled") else ""
+    level = logging.INFO if state is StateType.COMPLETED else logging.WARNING
+    detail = f": {message}" if message and state in (StateType.CRASHED, StateType.CANCELLED) else ""
     logger.log(
-        level, "Run %s of deployment '%s' ended %s%s", run.claim.id[:8], run.claim.deployment, state, detail
+        level, "Run %s of deployment '%s' ended %s%s", run.claim.id[:8], run.claim.deployment, state.value, detail
     )
     return state
 
 
 def record_end(
-    store: DeploymentStore, run: StartedRun, record: dict[str, Any] | None, state: str, message: str
+    store: DeploymentStore, run: StartedRun, record: dict[str, Any] | None, state: StateType, message: str
 ) -> None:
-    """Write the run's final state to the history, creating its record if it has none."""
+    """Write the run's final state to the history, creating its record (`Running`) if it has
+    none; the move is checked against the flow-run transition table."""
+    current = StateType(record["state"]) if record is not None else StateType.RUNNING
+    check_transition(current, state, run=f"flow run {run.claim.id[:8]}", table=FLOW_RUN_TRANSITIONS)
     events: list[Any] = []
     if record is None:
         events.append(
@@ -97,23 +101,24 @@ def record_end(
                 slot=run.claim.slot,
             )
         )
-    events.append(FlowRunState(run.claim.id, state, time.time(), message, error=message))
+    events.append(FlowRunState(run.claim.id, state.value, time.time(), message, error=message))
     store.history.apply(events)
 
 
 def settle_orphaned_claim(store: DeploymentStore, claim: dict[str, Any], now: datetime) -> None:
     """Settle a started claim whose service is gone, unless its run is still alive."""
     record = store.recorded_run(claim)
-    if record is not None and record["state"] not in FINAL_STATE_NAMES:
+    recorded = StateType(record["state"]) if record is not None else None
+    if recorded is not None and not recorded.is_final:
         return  # its driver is alive: the run still counts against max_active_runs
-    if record is not None:
-        state, message = record["state"], record["message"] or None
+    if recorded is not None:
+        state, message = recorded, record["message"] or None
     else:
-        state, message = "Crashed", "Crashed: its `dagrun serve` stopped and the run recorded no state"
+        state, message = StateType.CRASHED, "Crashed: its `dagrun serve` stopped and the run recorded no state"
     store.finish(claim["id"], state=state, now=now, message=message)
     logger.info(
         "Settled run %s of deployment '%s' left by a stopped service: %s",
         claim["id"][:8],
         claim["deployment"],
-        state,
+        state.value,
     )

@@ -45,6 +45,7 @@ from dagrun.deployments.triggers import Trigger, ended_upstream_runs
 from dagrun.errors import ConfigError
 from dagrun.history import HistoryStore
 from dagrun.history.store import database_url_from_env
+from dagrun.states import StateType
 
 UTC = timezone.utc
 NEXT_RUNS = 3
@@ -237,7 +238,7 @@ class DeploymentStore:
         self,
         claim_id: str,
         *,
-        state: str,
+        state: StateType,
         now: datetime,
         exit_code: int | None = None,
         message: str | None = None,

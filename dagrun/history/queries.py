@@ -16,6 +16,7 @@ from typing import Any
 
 from dagrun.history.drivers import driver_is_gone, process_space
 from dagrun.history.events import ACTIVE_STATE_NAMES, FINAL_STATE_NAMES
+from dagrun.states import StateType
 
 Row = dict[str, Any]
 
@@ -175,7 +176,7 @@ def flow_stats(connection: Any) -> list[Row]:
         if run["state"] in FINAL_STATE_NAMES:
             flow["finished"] += 1
             flow["last_duration"] = _duration(run)
-        if run["state"] == "Completed":
+        if run["state"] == StateType.COMPLETED.value:
             flow["completed"] += 1
             duration = _duration(run)
             if duration is not None:

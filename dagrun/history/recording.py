@@ -28,6 +28,11 @@ from dagrun.history.events import (
 )
 from dagrun.history.parameters import encode_parameters
 from dagrun.history.queries import lost_flow_runs
+from dagrun.states import StateType
+
+# The states these writes imply; the database stores their names.
+_PENDING, _RUNNING = StateType.PENDING.value, StateType.RUNNING.value
+_CACHED, _CRASHED = StateType.CACHED.value, StateType.CRASHED.value
 
 _ACTIVE = ", ".join("?" * len(ACTIVE_STATE_NAMES))
 
@@ -48,9 +53,9 @@ def record_flow_runs_started(connection: Any, events: Sequence[FlowRunStarted]) 
         "INSERT INTO flow_runs (id, flow_name, flow_run_name, state, state_time, message, "
         "parameters, start_time, parent_flow_run_id, parent_task_run_id, executor, address, "
         "host, pid, deployment, slot, heartbeat, lease_seconds, process_space, process_start) "
-        "VALUES (?, ?, ?, 'Running', ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"VALUES (?, ?, ?, '{_RUNNING}', ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         # The same run started again (a driver resuming it) is running again, not a new row.
-        "ON CONFLICT (id) DO UPDATE SET state = 'Running', state_time = excluded.state_time, "
+        f"ON CONFLICT (id) DO UPDATE SET state = '{_RUNNING}', state_time = excluded.state_time, "
         "end_time = NULL, executor = excluded.executor, address = excluded.address, "
         "host = excluded.host, pid = excluded.pid, heartbeat = excluded.heartbeat, "
         "lease_seconds = excluded.lease_seconds, process_space = excluded.process_space, "
@@ -81,7 +86,7 @@ def record_flow_runs_started(connection: Any, events: Sequence[FlowRunStarted]) 
     )
     connection.executemany(
         _INSERT_FLOW_STATE,
-        [(str(event.flow_run_id), "Running", float(event.start_time), "") for event in events],
+        [(str(event.flow_run_id), _RUNNING, float(event.start_time), "") for event in events],
     )
 
 
@@ -123,7 +128,7 @@ def record_flow_run_states(connection: Any, events: Sequence[FlowRunState]) -> N
 def record_task_runs_created(connection: Any, events: Sequence[TaskRunCreated]) -> None:
     connection.executemany(
         "INSERT INTO task_runs (id, flow_run_id, task_name, task_run_name, state, state_time, "
-        "message, created, cache_key) VALUES (?, ?, ?, ?, 'Pending', ?, '', ?, ?) "
+        f"message, created, cache_key) VALUES (?, ?, ?, ?, '{_PENDING}', ?, '', ?, ?) "
         "ON CONFLICT (id) DO NOTHING",
         [
             (
@@ -151,7 +156,7 @@ def record_task_runs_created(connection: Any, events: Sequence[TaskRunCreated]) 
         )
     connection.executemany(
         _INSERT_TASK_STATE,
-        [("Pending", float(event.created), "", str(event.task_run_id)) for event in events],
+        [(_PENDING, float(event.created), "", str(event.task_run_id)) for event in events],
     )
 
 
@@ -162,7 +167,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
         final = state in FINAL_STATE_NAMES
         timestamp = float(event.timestamp)
         cache_hit = event.cache_hit
-        if cache_hit is None and state == "Cached":
+        if cache_hit is None and state == _CACHED:
             cache_hit = True
         error, traceback = _text(event.error), _text(event.traceback)
         full_traceback = _text(event.full_traceback)
@@ -178,7 +183,7 @@ def record_task_run_states(connection: Any, events: Sequence[TaskRunState]) -> N
                 None if cache_hit is None else int(bool(cache_hit)),
                 _integer(event.result_size),
                 # start: the worker's own clock if given, else the first Running state's time.
-                _real(event.start_time), timestamp if state == "Running" else None,
+                _real(event.start_time), timestamp if state == _RUNNING else None,
                 # end: open while the run is not final (a retried run is running again).
                 int(final), end_time, timestamp, end_time,
                 int(final), error, error,
@@ -302,23 +307,23 @@ def crash_lost_runs(connection: Any, now: float) -> int:
         open_tasks = (run["id"], *ACTIVE_STATE_NAMES)
         connection.execute(
             "INSERT INTO states (flow_run_id, task_run_id, state, timestamp, message) "
-            "SELECT flow_run_id, id, 'Crashed', ?, ? FROM task_runs "
+            f"SELECT flow_run_id, id, '{_CRASHED}', ?, ? FROM task_runs "
             f"WHERE flow_run_id = ? AND state IN ({_ACTIVE}) ORDER BY created, id",
             (now, task_message, *open_tasks),
         )
         # A task run ends when its driver was last seen alive (or when it started, if later).
         connection.execute(
-            "UPDATE task_runs SET state = 'Crashed', state_time = ?, message = ?, "
+            f"UPDATE task_runs SET state = '{_CRASHED}', state_time = ?, message = ?, "
             "end_time = COALESCE(end_time, CASE WHEN start_time > ? THEN start_time ELSE ? END) "
             f"WHERE flow_run_id = ? AND state IN ({_ACTIVE})",
             (now, task_message, last_seen, last_seen, *open_tasks),
         )
         connection.execute(
-            "UPDATE flow_runs SET state = 'Crashed', state_time = ?, message = ?, end_time = ?, "
+            f"UPDATE flow_runs SET state = '{_CRASHED}', state_time = ?, message = ?, end_time = ?, "
             "error = COALESCE(error, ?) WHERE id = ?",
             (now, message, last_seen, message, run["id"]),
         )
-        connection.execute(_INSERT_FLOW_STATE, (run["id"], "Crashed", now, message))
+        connection.execute(_INSERT_FLOW_STATE, (run["id"], _CRASHED, now, message))
     return len(lost)
 
 

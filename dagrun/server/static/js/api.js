@@ -2,11 +2,11 @@
 // page shares. Elements are built with h()/svg() and text nodes only, never innerHTML,
 // so run names, parameters and log lines cannot inject markup.
 
-export const STATES = ["Pending", "Running", "Retrying", "Completed", "Cached", "Failed",
-  "Crashed", "Cancelled", "NotRun"];
-export const ACTIVE_STATES = new Set(["Pending", "Running", "Retrying"]);
+export const STATES = ["Pending", "Running", "Retrying", "Paused", "Completed", "Cached", "Failed",
+  "Crashed", "Cancelled", "NotRun"];  // dagrun.states.StateType
+export const ACTIVE_STATES = new Set(["Pending", "Running", "Retrying", "Paused"]);
 // Which state a group of task runs shows: trouble first, then work in progress.
-export const STATE_PRIORITY = ["Failed", "Crashed", "Running", "Retrying", "Pending",
+export const STATE_PRIORITY = ["Failed", "Crashed", "Running", "Retrying", "Paused", "Pending",
   "Cancelled", "NotRun", "Cached", "Completed"];
 
 export class ApiError extends Error {
