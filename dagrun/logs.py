@@ -116,13 +116,15 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 
 def console_logger() -> logging.Logger:
-    """The driver's logger for run lines, given a stderr handler unless the user configured one."""
+    """The driver's logger for run lines, given a stderr handler unless the user configured one.
+
+    Its records also propagate to the root logger, as Prefect's run logs do: pytest's `caplog`
+    and the handlers a program sets on the root logger see every flow and task run line."""
     logger = logging.getLogger(CONSOLE_LOGGER)
     if not logger.handlers:
         handler = _CurrentStderrHandler()
         handler.setFormatter(ConsoleFormatter())
         logger.addHandler(handler)
-        logger.propagate = False
     return logger
 
 
