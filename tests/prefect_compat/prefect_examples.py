@@ -18,10 +18,11 @@ workers write to the script's stdout) and on threads.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -80,16 +81,21 @@ def run_script(tmp_path: Path, source: str, name: str = "example.py", timeout: f
     )
 
 
-def run_scripts(tmp_path: Path, sources: dict[str, str], timeout: float = 180) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Several example scripts at once (they mostly sleep): name -> its finished process."""
+def run_scripts(
+    tmp_path: Path, sources: dict[str, str], timeout: float = 180, own_homes: bool = False
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Several example scripts at once (they mostly sleep): name -> its finished process.
+    `own_homes`: each script gets a `DAGRUN_HOME` of its own (caches not shared)."""
     started = {}
     for name, source in sources.items():
         script = tmp_path / f"{name}.py"
         script.write_text(source)
+        environment = {**os.environ, "DAGRUN_HOME": str(tmp_path / f"{name}-home")} if own_homes else None
         started[name] = (
             [sys.executable, str(script)],
             subprocess.Popen(
-                [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                [sys.executable, str(script)], cwd=tmp_path, env=environment,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             ),
         )
     finished = {}
@@ -113,14 +119,3 @@ def task_run_states(run: dict) -> list[tuple[str, str]]:
 def messages(records: Sequence) -> list[str]:
     """The messages of captured log records."""
     return [record.getMessage() for record in records]
-
-
-def lines_between(text: str, first: str, last: str) -> Iterator[str]:
-    """Lines of `text` from the one containing `first` to the one containing `last`."""
-    inside = False
-    for line in text.splitlines():
-        inside = inside or first in line
-        if inside:
-            yield line
-        if inside and last in line:
-            return
