@@ -142,6 +142,28 @@ class Task(Generic[P, R]):
             calls.append((tuple(row[: len(args)]), dict(zip(keys, row[len(args):]))))
         return tracker.submit_many(self, calls, wait_for)
 
+    # Prefect's attributes of a task's retry options, read from its policy.
+    @property
+    def retries(self) -> int:
+        return self.retry_policy.retries
+
+    @property
+    def retry_delay_seconds(self) -> Any:
+        """As Prefect keeps it: a number or a list as given; a callable (such as
+        `exponential_backoff(...)`) expanded to one delay per retry."""
+        delay = self.retry_policy.delay
+        if callable(delay):
+            return [delay(attempt) for attempt in range(1, self.retries + 1)]
+        return list(delay) if isinstance(delay, (list, tuple)) else delay
+
+    @property
+    def retry_jitter_factor(self) -> float | None:
+        return self.retry_policy.jitter_factor
+
+    @property
+    def retry_condition_fn(self) -> Callable[..., bool] | None:
+        return self.retry_policy.condition
+
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some decorator options changed."""
         options = {**self._options(), **changes}
