@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefect_examples import flow_runs, load_example, messages, on_executor, run_script, script_executor, task_run_states  # noqa: F401
+from prefect_examples import flow_runs, load_example, messages, on_executor, run_script, task_run_states  # noqa: F401
 
 EXPLAIN_TASKS = '''\
 from dagrun import task
