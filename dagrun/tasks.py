@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import uuid
@@ -205,6 +206,12 @@ class Task(Generic[P, R]):
             self, outer.flow_run_id if outer else None, outer.flow_run_name if outer else None, log_prints
         )
         run_id = uuid.uuid4().hex
+        if self.cache and outer is None:  # outside any run: in the result store, as in a flow
+            from dagrun.direct_cache import call_cached  # driver-side: see the module docstring
+
+            return call_cached(self, args, kwargs, f"{self.name}-{run_id[:6]}", lambda store, key: run_task(
+                dataclasses.replace(spec, store=store), run_id, run_id[:6], args, kwargs, _print_lines_only, key
+            ))
         return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else _print_lines_only)
 
     def __repr__(self) -> str:
