@@ -185,8 +185,13 @@ def _ctrl_c_raises() -> Iterator[None]:
 def call_flow_body(fn: Callable[..., Any], parameters: dict[str, Any]) -> Any:
     """The flow body's return value; an async body runs on a loop in a thread of its own,
     with this thread's context (the flow run's). Ctrl-C (or the flow's timeout, see
-    `dagrun.flow_timeouts`) interrupting the wait here cancels the body's tasks."""
+    `dagrun.flow_timeouts`) interrupting the wait here cancels the body's tasks.
+
+    A generator the body returns is consumed into a list, as Prefect does (a run's result must
+    be data); a generator flow (`yield` in the body) is left to its caller."""
     value = fn(**parameters)
+    if inspect.isgenerator(value) and not inspect.isgeneratorfunction(fn):
+        return list(value)
     if not inspect.iscoroutine(value):
         return value
     context = contextvars.copy_context()

@@ -7,6 +7,7 @@ variable that overrides it.
 |-------------------------------|--------------------------|--------------------------------------|
 | `DAGRUN_HOME`                 | `~/.dagrun`              | database, results, cluster configs   |
 | `DAGRUN_CLUSTER`              | unset (local cluster)    | cluster config name or path          |
+| `DAGRUN_EXECUTOR`             | unset (the flow's)       | `threads`, `in-process` or `dask`    |
 | `DAGRUN_RESULTS`              | `$DAGRUN_HOME/results`   | result store location (path or URL)  |
 | `DAGRUN_RESULTS_KEY`          | unset                    | key that signs result-store entries  |
 | `DAGRUN_RESULTS_TRUST_PICKLE` | unset                    | `1` unpickles entries of a store     |
@@ -60,6 +61,12 @@ def _warn_if_open_to_others(home: Path) -> None:
 def env_cluster() -> str | None:
     """The cluster config name or path chosen by `DAGRUN_CLUSTER`, if any."""
     return os.environ.get("DAGRUN_CLUSTER") or None
+
+
+def env_executor() -> str | None:
+    """The executor kind chosen by `DAGRUN_EXECUTOR` (`threads`, `in-process`, `dask`), if any:
+    it runs unmodified code, Prefect's examples included, on another executor."""
+    return os.environ.get("DAGRUN_EXECUTOR", "").strip().lower() or None
 
 
 def env_flag(name: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -55,6 +56,10 @@ class Flow(Generic[P, R]):
         task_runner: Any = None,
         **unsupported: Any,
     ) -> None:
+        # `@flow` over `@classmethod` / `@staticmethod`, as Prefect allows: bound in `__get__`.
+        self.method_kind = type(fn) if isinstance(fn, (classmethod, staticmethod)) else None
+        if self.method_kind is not None:
+            fn = fn.__func__
         if not callable(fn):
             raise ConfigError(f"@flow needs a function, got {fn!r}")
         self.fn = fn
@@ -95,7 +100,23 @@ class Flow(Generic[P, R]):
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some decorator options changed."""
-        options = {
+        options = self._options()
+        if "executor" in changes and "task_runner" not in changes:
+            options["task_runner"] = None  # the new executor replaces the task runner
+        if "task_runner" in changes and "executor" not in changes:
+            options["executor"] = None
+        return Flow(self.fn, **{**options, **changes})
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Flow[P, R]:
+        """A flow that is a method, looked up on its instance (or class, for a classmethod),
+        is that flow bound to it, as Python binds a function; `self` / `cls` is no parameter."""
+        target = owner if self.method_kind is classmethod else instance
+        if self.method_kind is staticmethod or target is None:
+            return self
+        return Flow(types.MethodType(self.fn, target), **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        return {
             "name": self.name, "description": self.description, "version": self.version,
             "executor": None if self.task_runner is not None else self.executor,
             "task_runner": self.task_runner, "flow_run_name": self.flow_run_name,
@@ -105,11 +126,6 @@ class Flow(Generic[P, R]):
             "result_storage": self.result_storage, "notify": self.notify,
             "on_completion": self.on_completion, "on_failure": self.on_failure,
         }
-        if "executor" in changes and "task_runner" not in changes:
-            options["task_runner"] = None  # the new executor replaces the task runner
-        if "task_runner" in changes and "executor" not in changes:
-            options["executor"] = None
-        return Flow(self.fn, **{**options, **changes})
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r})"

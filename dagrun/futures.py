@@ -112,3 +112,7 @@ class TaskFuture(Generic[R]):
     __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = _used_as_value
     __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _used_as_value
     __neg__ = __pos__ = __abs__ = __invert__ = _used_as_value
+
+
+# Prefect's name for the same thing: `from prefect.futures import PrefectFuture` ports unchanged.
+PrefectFuture = TaskFuture

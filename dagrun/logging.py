@@ -1,4 +1,4 @@
-"""`from dagrun.logging import get_run_logger`, as `from prefect.logging import get_run_logger`.
+"""`from dagrun.logging import get_run_logger` (and `disable_run_logger`), as from `prefect.logging`.
 
 Named like the standard library's module on purpose (Prefect's is `prefect.logging`): dagrun's
 own modules import the standard `logging` absolutely, so this module never shadows it.
@@ -6,6 +6,6 @@ own modules import the standard `logging` absolutely, so this module never shado
 
 from __future__ import annotations
 
-from dagrun.logs import get_run_logger
+from dagrun.logs import disable_run_logger, get_run_logger
 
-__all__ = ["get_run_logger"]
+__all__ = ["disable_run_logger", "get_run_logger"]

@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypedDict
 
 from dagrun.context import current_flow_run, current_task_run
@@ -99,9 +101,28 @@ def get_run_logger() -> logging.LoggerAdapter:
     """The logger for the current task run or flow run; outside any run, a plain dagrun logger."""
     context = current_task_run() or current_flow_run()
     if context is None:
-        return logging.LoggerAdapter(logging.getLogger("dagrun"), {})
+        quiet = all(logging.getLogger(name).disabled for name in _RUN_LOGGERS)
+        return logging.LoggerAdapter(logging.getLogger("dagrun.task_run" if quiet else "dagrun"), {})
     name = "dagrun.task_run" if hasattr(context, "task_run_id") else "dagrun.flow_run"
     return RunLogger(logging.getLogger(name), context)
+
+
+_RUN_LOGGERS = ("dagrun.flow_run", "dagrun.task_run", CONSOLE_LOGGER)
+
+
+@contextmanager
+def disable_run_logger() -> Iterator[None]:
+    """Silence run loggers, as Prefect's `disable_run_logger` does for tests that call a task's
+    `.fn()` directly: `get_run_logger()` outside a run then returns a disabled logger."""
+    loggers = [logging.getLogger(name) for name in _RUN_LOGGERS]
+    before = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, before):
+            logger.disabled = disabled
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -130,13 +151,15 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 
 def console_logger() -> logging.Logger:
-    """The driver's logger for run lines, given a stderr handler unless the user configured one."""
+    """The driver's logger for run lines, given a stderr handler unless the user configured one.
+
+    Its records also propagate to the root logger, as Prefect's run logs do: pytest's `caplog`
+    and the handlers a program sets on the root logger see every flow and task run line."""
     logger = logging.getLogger(CONSOLE_LOGGER)
     if not logger.handlers:
         handler = _CurrentStderrHandler()
         handler.setFormatter(ConsoleFormatter())
         logger.addHandler(handler)
-        logger.propagate = False
     return logger
 
 

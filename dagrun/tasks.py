@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import uuid
@@ -142,6 +143,28 @@ class Task(Generic[P, R]):
             calls.append((tuple(row[: len(args)]), dict(zip(keys, row[len(args):]))))
         return tracker.submit_many(self, calls, wait_for)
 
+    # Prefect's attributes of a task's retry options, read from its policy.
+    @property
+    def retries(self) -> int:
+        return self.retry_policy.retries
+
+    @property
+    def retry_delay_seconds(self) -> Any:
+        """As Prefect keeps it: a number or a list as given; a callable (such as
+        `exponential_backoff(...)`) expanded to one delay per retry."""
+        delay = self.retry_policy.delay
+        if callable(delay):
+            return [delay(attempt) for attempt in range(1, self.retries + 1)]
+        return list(delay) if isinstance(delay, (list, tuple)) else delay
+
+    @property
+    def retry_jitter_factor(self) -> float | None:
+        return self.retry_policy.jitter_factor
+
+    @property
+    def retry_condition_fn(self) -> Callable[..., bool] | None:
+        return self.retry_policy.condition
+
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some decorator options changed."""
         options = {**self._options(), **changes}
@@ -183,6 +206,12 @@ class Task(Generic[P, R]):
             self, outer.flow_run_id if outer else None, outer.flow_run_name if outer else None, log_prints
         )
         run_id = uuid.uuid4().hex
+        if self.cache and outer is None:  # outside any run: in the result store, as in a flow
+            from dagrun.direct_cache import call_cached  # driver-side: see the module docstring
+
+            return call_cached(self, args, kwargs, f"{self.name}-{run_id[:6]}", lambda store, key: run_task(
+                dataclasses.replace(spec, store=store), run_id, run_id[:6], args, kwargs, _print_lines_only, key
+            ))
         return run_task(spec, run_id, run_id[:6], args, kwargs, outer.log_sink if outer else _print_lines_only)
 
     def __repr__(self) -> str:

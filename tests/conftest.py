@@ -28,6 +28,7 @@ def dagrun_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "dagrun-home"
     monkeypatch.setenv("DAGRUN_HOME", str(home))
     monkeypatch.delenv("DAGRUN_CLUSTER", raising=False)
+    monkeypatch.delenv("DAGRUN_EXECUTOR", raising=False)
     return home
 
 

@@ -116,3 +116,38 @@ def test_thread_executor_holds_tag_concurrency_limits():
     assert [list(part) for part in pipeline()] == [[0, 1, 2], [0, 1, 2]]
     windows.sort()
     assert all(end <= next_start for (_, end), (next_start, _) in zip(windows, windows[1:]))
+
+
+# ---------------------------------------------------------------- DAGRUN_EXECUTOR
+def test_dagrun_executor_switches_code_that_names_no_executor(monkeypatch, local_cluster):
+    @task
+    def where():
+        return os.getpid(), threading.current_thread().name
+
+    @flow(task_runner=DaskTaskRunner(address=local_cluster.scheduler_address))
+    def pipeline():
+        return where()
+
+    monkeypatch.setenv("DAGRUN_EXECUTOR", "threads")
+    pid, thread = pipeline()
+    assert pid == os.getpid() and thread.startswith("dagrun-task")  # the environment wins over the code
+    monkeypatch.setenv("DAGRUN_EXECUTOR", "In-Process")
+    assert pipeline() == (os.getpid(), threading.current_thread().name)
+
+
+@pytest.mark.parametrize(
+    "environment, message",
+    [
+        ({"DAGRUN_EXECUTOR": "processes"}, "DAGRUN_EXECUTOR=processes is not an executor: use one of threads, in-process, dask"),
+        ({"DAGRUN_EXECUTOR": "threads", "DAGRUN_CLUSTER": "local"}, "DAGRUN_EXECUTOR=threads and DAGRUN_CLUSTER=local are both set"),
+    ],
+)
+def test_dagrun_executor_bad_values_fail_before_the_run_in_one_line(monkeypatch, environment, message):
+    @flow
+    def pipeline():
+        return 1
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        pipeline()

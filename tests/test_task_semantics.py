@@ -13,6 +13,7 @@ import pytest
 
 from dagrun import State, TaskFuture, flow, task, unmapped
 from dagrun.errors import FutureUsedAsValueError, ParameterValidationError, UpstreamFailedError
+from dagrun.executors import InProcessExecutor
 from dagrun.executors import DaskExecutor
 
 
@@ -51,6 +52,21 @@ def test_decorated_task_keeps_signature_name_doc_and_fn():
 
 def test_task_called_outside_a_flow_runs_in_process_and_returns_the_value():
     assert add(2, 3) == 5
+
+
+def test_cached_task_called_outside_a_flow_reuses_its_entry_and_a_flow_run_shares_it(calls):
+    @task(cache=True)
+    def double(x):
+        calls.record(f"double {x}")
+        return 2 * x
+
+    @flow(executor=InProcessExecutor())
+    def pipeline(x: int):
+        return double(x)
+
+    assert [double(1), double(1), double(2)] == [2, 2, 4]
+    assert pipeline(2) == 4  # the same key inside a flow: the entry written outside is reused
+    assert calls.lines() == ["double 1", "double 2"]
 
 
 def test_task_call_inside_flow_returns_a_future_and_flow_returns_values(executor):

@@ -1,5 +1,5 @@
 """Prefect 3's async examples, verbatim but for `prefect` -> `dagrun` in the imports, run as
-scripts (`python FILE`) on the default local cluster, give Prefect's output.
+scripts (`python FILE`) on the default local cluster and on threads, give Prefect's output.
 
 Sources (PrefectHQ/prefect):
 - docs/v3/how-to-guides/workflows/run-work-concurrently.mdx, "Using `asyncio`"
@@ -13,6 +13,8 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+
+from prefect_examples import script_executor  # noqa: F401
 
 ELEVATOR = '''\
 import asyncio
@@ -61,7 +63,7 @@ def _clock(stderr: str, text: str) -> datetime:
     return datetime.strptime(re.match(r"(\d\d:\d\d:\d\d\.\d+)", line).group(1), "%H:%M:%S.%f")
 
 
-def test_elevator_gathers_async_tasks_concurrently_like_prefect(tmp_path):
+def test_elevator_gathers_async_tasks_concurrently_like_prefect(script_executor, tmp_path):
     result = run_example(tmp_path, ELEVATOR)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
