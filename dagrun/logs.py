@@ -149,6 +149,20 @@ class _CurrentStderrHandler(logging.StreamHandler):
     def stream(self, value: Any) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # The line propagates to the root logger too: when the program put a terminal handler
+        # there (`logging.basicConfig()`), that one prints it, and printing here would double it.
+        if not _root_prints_to_terminal():
+            super().emit(record)
+
+
+def _root_prints_to_terminal() -> bool:
+    terminals = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    return any(
+        type(handler) is logging.StreamHandler and handler.stream in terminals
+        for handler in logging.getLogger().handlers
+    )
+
 
 def console_logger() -> logging.Logger:
     """The driver's logger for run lines, given a stderr handler unless the user configured one.
