@@ -49,12 +49,13 @@ from dagrun.states import State, StateType
 from dagrun.task_cache_plan import plan_cached
 from dagrun.task_recovery import SchedulerLost, finalize, load_failed, recover_from_scheduler_loss
 from dagrun.task_run_record import TaskRun, dask_key, failed_upstream, not_run_state
+from dagrun.task_steps import TaskSteps
 from dagrun.tracebacks import views_of
 
 SWEEP_EVERY = 512
 
 
-class TaskRunTracker:
+class TaskRunTracker(TaskSteps):
     """Submits the task calls of one flow run and follows them to their final states."""
 
     def __init__(
@@ -105,6 +106,8 @@ class TaskRunTracker:
     def submit_many(self, task: Any, calls: list[tuple[tuple, dict]], wait_for: Iterable[Any] = ()) -> list[TaskFuture]:
         """Submit calls of one task together (one scheduler message for a whole `map`)."""
         self.cancellation.check()
+        if self.step is not None:
+            self.settle_step()  # a discarded direct call before this one: it must finish first
         wait_for = tuple(wait_for or ())
         futures, batch = [], []
         for args, kwargs in calls:
@@ -144,7 +147,7 @@ class TaskRunTracker:
 
         `run.upstream` must already list the runs its arguments and `wait_for` refer to."""
         upstream = run.upstream
-        if any(up.handle is None and not up.state.is_final() for up in upstream) or (
+        if any((up.handle is None or up in run.tolerated) and not up.state.is_final() for up in upstream) or (
             run.task.cache and any(not up.state.is_final() for up in upstream)
         ):
             self._deferred.append(run)  # planned when its upstream runs are (cache keys need them)
@@ -168,7 +171,7 @@ class TaskRunTracker:
             return None
         return Submission(
             self._spec(run.task), run.id, run.index, args, kwargs,
-            dask_key(run), run.task.resources, [up.handle for up in ordering],
+            dask_key(run), run.task.resources, [up.handle for up in ordering if up.handle is not None],
         )
 
     def _spec(self, task: Any) -> TaskSpec:
@@ -394,6 +397,4 @@ class TaskRunTracker:
             log_line(level, message, "dagrun.task_run", self.flow_run_id, self.flow_run_name, run.id, run.name)
         )
 
-    cancelled = False
-    _since_sweep = 0
-    _run_count = 0
+    cancelled, _since_sweep, _run_count = False, 0, 0
