@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from dagrun.task_runs import TaskRunTracker
 
 _NAMED_AT_MOST = 10
+_FLOW_FAILURES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
 
 def final_state(tracker: TaskRunTracker, value: Any) -> State:
@@ -57,10 +58,12 @@ def returned_state(tracker: TaskRunTracker, value: Any) -> State | None:
     an exception gets `FlowFailedError`), `Failed` when a returned future or state did not
     complete, else None."""
     if isinstance(value, State):
-        if value.is_completed() or value.exception is not None:
-            return value
+        if value.is_completed():
+            return State(StateType.COMPLETED, message=value.message, data=value.data)
+        # A flow run ends Failed, Crashed or Cancelled: a returned NotRun or Pending is a failure.
+        kind = value.type if value.type in _FLOW_FAILURES else StateType.FAILED
         message = value.message or f"The flow returned a {value.name} state"
-        return State(value.type, message=message, data=value.data, exception=FlowFailedError(message))
+        return State(kind, message=message, data=value.data, exception=value.exception or FlowFailedError(message))
     futures: list[TaskFuture] = []
     instances_in(value, TaskFuture, futures)
     states: list[State] = []

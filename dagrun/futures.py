@@ -106,8 +106,12 @@ class TaskFuture(StandsForValue, Generic[R]):
         return self._tracker.current_state(self._run).is_final()
 
     def _value_now(self) -> Any:
+        """The value, fetched once; a run that did not complete raises as Prefect's direct call
+        would have (`TaskRunTracker.failure_of`)."""
         value = self._value
         if value is _UNSET:
+            if not self.wait().is_completed():
+                raise self._tracker.failure_of(self._run)
             value = self._value = self.result()
         return value
 

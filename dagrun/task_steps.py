@@ -14,11 +14,13 @@ Policy (Prefect's order of side effects, with dagrun's concurrency where Prefect
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from dagrun.states import StateType
+from dagrun.states import State, StateType
+from dagrun.task_run_record import failed_upstream
 
 if TYPE_CHECKING:
     from dagrun.futures import TaskFuture
@@ -39,6 +41,11 @@ class TaskSteps:
             self.step = run
         return future
 
+    def state_of_call(self: Any, future: TaskFuture) -> State:
+        """What a call with `return_state=True` returns: its final state, with the value."""
+        state = future.wait()
+        return dataclasses.replace(state, data=future.result()) if state.is_completed() else state
+
     def settle_step(self: Any) -> None:
         """Wait for the pending step, if any; raise its failure in the caller (the body)."""
         run, self.step = self.step, None
@@ -46,8 +53,23 @@ class TaskSteps:
             return
         state = self.wait_for(run)
         if state.is_final() and not state.is_completed() and state.type is not StateType.CANCELLED:
-            run.seen = True
-            raise state.exception if state.exception is not None else RuntimeError(state.message)
+            raise self.failure_of(run)
+
+    def failure_of(self: Any, run: TaskRun) -> BaseException:
+        """What using a run that did not complete raises in the body: its exception; for a run
+        that did not run because a direct call upstream failed, that call's own exception (in
+        Prefect that call would have raised first). The runs count as looked at."""
+        run.seen = True
+        root = run
+        while root.state.type is StateType.NOT_RUN:
+            cause = failed_upstream(root)
+            if cause is None:
+                break
+            root = cause
+        if root is not run and root.direct and root.state.exception is not None:
+            root.seen = True
+            return root.state.exception
+        return run.state.exception or RuntimeError(run.state.message)
 
     def wait_any(self: Any, runs: list[TaskRun], timeout: float | None) -> None:
         """Block until one of `runs` may have become final (or `timeout` passed), then sweep."""

@@ -115,8 +115,9 @@ class Task(Generic[P, R]):
         wait_for = kwargs.pop("wait_for", ()) if "wait_for" in kwargs and not self._takes("wait_for") else ()
         # A call whose result the caller throws away is a step: see `dagrun.task_steps`.
         discarded = not return_state and result_discarded()
-        future = flow_run.engine.tasks.call(self, args, kwargs, wait_for, discarded)
-        return future.wait() if return_state else future  # type: ignore[return-value]
+        tracker = flow_run.engine.tasks
+        future = tracker.call(self, args, kwargs, wait_for, discarded)
+        return tracker.state_of_call(future) if return_state else future  # type: ignore[return-value]
 
     def submit(self, *args: P.args, wait_for: Iterable[TaskFuture] = (), **kwargs: P.kwargs) -> TaskFuture[R]:
         """Submit a call in the running flow and return its future at once."""
