@@ -37,31 +37,13 @@ class StandsForValue:
             raise AttributeError(name)
         return getattr(self._value_now(), name)
 
-    def __str__(self) -> str:
-        return str(self._value_now())
-
     def __format__(self, spec: str) -> str:
         return format(self._value_now(), spec)
-
-    def __bytes__(self) -> bytes:
-        return bytes(self._value_now())
 
     def __fspath__(self) -> Any:
         import os
 
         return os.fspath(self._value_now())
-
-    def __bool__(self) -> bool:
-        return bool(self._value_now())
-
-    def __len__(self) -> int:
-        return len(self._value_now())
-
-    def __iter__(self) -> Any:
-        return iter(self._value_now())
-
-    def __reversed__(self) -> Any:
-        return reversed(self._value_now())
 
     def __contains__(self, item: Any) -> bool:
         return _plain(item) in self._value_now()
@@ -82,18 +64,6 @@ class StandsForValue:
         return False if other is self else self._value_now() != _plain(other)
 
     __hash__ = object.__hash__  # identity: a future is a set member without waiting
-
-    def __int__(self) -> int:
-        return int(self._value_now())
-
-    def __float__(self) -> float:
-        return float(self._value_now())
-
-    def __complex__(self) -> complex:
-        return complex(self._value_now())
-
-    def __index__(self) -> int:
-        return operator.index(self._value_now())
 
     def __round__(self, ndigits: int | None = None) -> Any:
         return round(self._value_now(), ndigits)
@@ -137,6 +107,10 @@ for _name, _op in {
     setattr(StandsForValue, f"__r{_name}__", _reflected)
 for _name, _op in {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}.items():
     setattr(StandsForValue, f"__{_name}__", _binary(_op)[0])
-for _name, _op in {"neg": operator.neg, "pos": operator.pos, "abs": abs, "invert": operator.invert}.items():
+for _name, _op in {
+    "str": str, "bytes": bytes, "bool": bool, "len": len, "iter": iter, "reversed": reversed,
+    "int": int, "float": float, "complex": complex, "index": operator.index,
+    "neg": operator.neg, "pos": operator.pos, "abs": abs, "invert": operator.invert,
+}.items():
     setattr(StandsForValue, f"__{_name}__", _unary(_op))
 del _name, _op, _forward, _reflected

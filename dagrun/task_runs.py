@@ -4,6 +4,7 @@ Policy
 - A task call is submitted to the executor at once; upstream futures found anywhere in its
   arguments are replaced by the executor's handles, so the executor sees the dependency.
 - A call whose upstream already failed is not submitted: it is `NotRun` immediately.
+- Discarded direct calls are steps that later calls wait for (`task_steps`, a mixin).
 - A cached task's call is a hit or a miss before dispatch (`task_cache_plan`).
 - Outcomes are read in submission order (which is a topological order), so when a run is
   finalized its upstream runs already are. An error is classified as: upstream failed ->
@@ -105,9 +106,7 @@ class TaskRunTracker(TaskSteps):
 
     def submit_many(self, task: Any, calls: list[tuple[tuple, dict]], wait_for: Iterable[Any] = ()) -> list[TaskFuture]:
         """Submit calls of one task together (one scheduler message for a whole `map`)."""
-        self.cancellation.check()
-        if self.step is not None:
-            self.settle_step()  # a discarded direct call before this one: it must finish first
+        self.before_call()  # a cancel request or a failed step raises here, in the body
         wait_for = tuple(wait_for or ())
         futures, batch = [], []
         for args, kwargs in calls:

@@ -41,6 +41,12 @@ class TaskSteps:
             self.step = run
         return future
 
+    def before_call(self: Any) -> None:
+        """Before any task call of the body: a cancel request raises, a pending step is settled."""
+        self.cancellation.check()
+        if self.step is not None:
+            self.settle_step()
+
     def state_of_call(self: Any, future: TaskFuture) -> State:
         """What a call with `return_state=True` returns: its final state, with the value."""
         state = future.wait()

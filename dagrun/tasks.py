@@ -120,8 +120,12 @@ class Task(Generic[P, R]):
         return tracker.state_of_call(future) if return_state else future  # type: ignore[return-value]
 
     def submit(self, *args: P.args, wait_for: Iterable[TaskFuture] = (), **kwargs: P.kwargs) -> TaskFuture[R]:
-        """Submit a call in the running flow and return its future at once."""
-        return self._tracker("submit").submit(self, args, kwargs, wait_for)
+        """Submit a call in the running flow and return its future at once (never a step);
+        `return_state=True` waits and returns its final `State`, as in Prefect."""
+        return_state = "return_state" in kwargs and not self._takes("return_state") and kwargs.pop("return_state")
+        tracker = self._tracker("submit")
+        future = tracker.submit(self, args, kwargs, wait_for)
+        return tracker.state_of_call(future) if return_state else future
 
     def map(self, *args: Any, wait_for: Iterable[TaskFuture] = (), **kwargs: Any) -> FutureList[R]:
         """One call per item of the iterable arguments, as Prefect maps: a future argument is

@@ -387,9 +387,10 @@ def test_return_state_on_a_task_call_gives_its_final_state(executor):
     def pipeline():
         failed = boom("nope", return_state=True)
         ok = add(1, 2, return_state=True)
-        return failed.is_failed(), str(failed.exception), ok.is_completed(), ok.result()
+        submitted = add.submit(2, 2, return_state=True)
+        return failed.is_failed(), str(failed.exception), ok.is_completed(), ok.result(), submitted.result()
 
-    assert pipeline() == (True, "nope", True, 3)
+    assert pipeline() == (True, "nope", True, 3, 4)
     outside = boom("outside", return_state=True)
     assert outside.is_failed() and str(outside.exception) == "outside"
     assert add(1, 1, return_state=True).result() == 2
