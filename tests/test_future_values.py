@@ -472,3 +472,64 @@ def test_a_failure_looked_at_is_the_flows_to_handle(executor):
             return "handled"
 
     assert pipeline() == "handled"
+
+
+@task
+def toggle_task(fail: bool):
+    if fail:
+        return Failed(message="I was instructed to fail.")
+    else:
+        return Completed(message="I was instructed to succeed.")
+
+
+def test_a_task_returning_a_failed_state_fails_and_so_does_the_flow_returning_it(executor):
+    # Prefect's docs/v3/concepts/states.mdx, "Task return values".
+    @flow(executor=executor)
+    def example():
+        state_one = toggle_task(fail=True)
+        state_two = toggle_task(fail=False)
+        return state_one, state_two
+
+    state = example(return_state=True)
+    assert state.is_failed()
+    assert "1/2 returned states did not complete" in state.message
+    assert str(state.exception) == "I was instructed to fail."
+
+
+def test_a_failure_seen_through_return_state_does_not_fail_the_flow(executor):
+    # Prefect's docs/snippets/final-flow-state.mdx, with dagrun's imports.
+    @flow(executor=executor)
+    def my_flow():
+        state = add_one_task("1", return_state=True)
+        assert state.is_failed()
+        ok = add_one_task(1, return_state=True)
+        assert ok.is_completed() is True and ok.result() == 2
+        return
+
+    assert my_flow(return_state=True).is_completed()
+
+
+@task
+def add_one_task(x):
+    return x + 1
+
+
+@task
+def get_customer_ids() -> list[str]:
+    return [f"customer{n}" for n in range(10)]
+
+
+@task
+def process_customer(customer_id: str) -> str:
+    return f"Processed {customer_id}"
+
+
+def test_prefects_quickstart_maps_over_a_direct_calls_value(executor):
+    # Prefect's docs/v3/get-started/quickstart.mdx (random ids made fixed).
+    @flow(executor=executor)
+    def main() -> list[str]:
+        customer_ids = get_customer_ids()
+        results = process_customer.map(customer_ids)
+        return results
+
+    assert main() == [f"Processed customer{n}" for n in range(10)]
