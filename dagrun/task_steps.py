@@ -80,8 +80,8 @@ class TaskSteps:
     def wait_any(self: Any, runs: list[TaskRun], timeout: float | None) -> None:
         """Block until one of `runs` may have become final (or `timeout` passed), then sweep."""
         handles = [run.handle for run in runs if run.handle is not None and not run.state.is_final()]
-        if len(handles) < len(runs):  # some wait for upstream results: their upstream moves them
-            handles += [up.handle for run in runs if run.handle is None for up in run.upstream if up.handle is not None]
+        if len(handles) < len(runs):  # some wait for upstream results: any run may move them
+            handles += [run.handle for run in self._active]
         if handles:
             self.session.wait_any(handles, self._remaining(None if timeout is None else time.monotonic() + timeout))
         self.check_deadline()
