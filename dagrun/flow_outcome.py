@@ -32,7 +32,7 @@ _FLOW_FAILURES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCE
 
 def final_state(tracker: TaskRunTracker, value: Any) -> State:
     """The flow run's state from its body's return `value` and its task runs' outcomes."""
-    chosen = returned_state(tracker, value)  # first: returned futures count as looked at
+    chosen = returned_state(value)  # first: returned futures count as looked at
     if chosen is not None and not chosen.is_completed():
         return chosen
     direct, unresolved = tracker.unlooked_failures()
@@ -53,7 +53,7 @@ def final_state(tracker: TaskRunTracker, value: Any) -> State:
     return State(StateType.COMPLETED, data=resolve_futures(value, tracker))
 
 
-def returned_state(tracker: TaskRunTracker, value: Any) -> State | None:
+def returned_state(value: Any) -> State | None:
     """The state the return value chooses: a returned `State` as it is (a failed one without
     an exception gets `FailedStateError`), `Failed` when a returned future or state did not
     complete, else None."""
@@ -72,7 +72,7 @@ def returned_state(tracker: TaskRunTracker, value: Any) -> State | None:
         return None
     for future in futures:
         future._run.seen = True  # returned: the flow hands the outcome on
-    outcomes = [tracker.wait_for(future._run) for future in futures] + states
+    outcomes = [future._run.state for future in futures] + states  # every run is final by now
     failed = [state for state in outcomes if state.is_final() and not state.is_completed()]
     if not failed:
         return None
