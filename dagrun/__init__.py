@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dagrun.flows import Flow, flow
-    from dagrun.futures import TaskFuture, unmapped
+    from dagrun.futures import TaskFuture, allow_failure, unmapped
     from dagrun.logs import get_run_logger
     from dagrun.retry import exponential_backoff
     from dagrun.secrets import Secret
@@ -29,6 +29,7 @@ __all__ = [
     "StateType",
     "Task",
     "TaskFuture",
+    "allow_failure",
     "exponential_backoff",
     "flow",
     "get_run_logger",
@@ -43,6 +44,7 @@ _HOMES = {
     "StateType": "dagrun.states",
     "Task": "dagrun.tasks",
     "TaskFuture": "dagrun.futures",
+    "allow_failure": "dagrun.futures",
     "exponential_backoff": "dagrun.retry",
     "flow": "dagrun.flows",
     "get_run_logger": "dagrun.logs",

@@ -32,8 +32,9 @@ from typing import Any
 
 from dagrun.cache_keys import CacheKeyContext, task_identity
 from dagrun.config import dagrun_home
-from dagrun.futures import TaskFuture, unmapped
+from dagrun.futures import TaskFuture, allow_failure, unmapped
 from dagrun.hashing import hash_struct, hash_value
+from dagrun.nested import WalkedList
 from dagrun.private_files import make_directories
 from dagrun.results import EntryInfo, ResultStore
 
@@ -190,7 +191,7 @@ def _with_upstream_hashes(value: Any, futures: list[Any], upstream_hash: Callabl
     if kind is TaskFuture:
         futures.append(value)
         return ("dagrun-upstream", upstream_hash(value))
-    if kind is unmapped:
+    if kind is unmapped or kind is allow_failure:
         return _with_upstream_hashes(value.value, futures, upstream_hash)
     if kind in (list, tuple):
         return kind(_with_upstream_hashes(item, futures, upstream_hash) for item in value)
@@ -198,6 +199,8 @@ def _with_upstream_hashes(value: Any, futures: list[Any], upstream_hash: Callabl
         return ("set", sorted(repr(_with_upstream_hashes(item, futures, upstream_hash)) for item in value))
     if kind is dict:
         return {key: _with_upstream_hashes(item, futures, upstream_hash) for key, item in value.items()}
+    if isinstance(value, WalkedList):  # `task.map`'s FutureList
+        return [_with_upstream_hashes(item, futures, upstream_hash) for item in value]
     return value
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dagrun.futures import TaskFuture, unmapped
-from dagrun.nested import instances_in
+from dagrun.futures import TaskFuture, allow_failure, unmapped
+from dagrun.nested import WalkedList, instances_in
 
 if TYPE_CHECKING:
     from dagrun.task_runs import TaskRun, TaskRunTracker
@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
-def substitute_handles(value: Any, upstream: list[TaskRun], handle_of: Callable[[TaskRun], Any]) -> Any:
+def substitute_handles(
+    value: Any, upstream: list[TaskRun], handle_of: Callable[[TaskRun], Any], tolerated: list[TaskRun] | None = None
+) -> Any:
     """Copy of `value` with TaskFutures (nested in list/tuple/dict/set) replaced by handles;
-    the futures' runs are appended to `upstream`."""
+    the futures' runs are appended to `upstream`. Inside `allow_failure(...)`, a run that did
+    not complete stands for its exception, and its run is also appended to `tolerated`."""
     kind = type(value)
     if kind in _PLAIN:
         return value
@@ -31,12 +34,34 @@ def substitute_handles(value: Any, upstream: list[TaskRun], handle_of: Callable[
         upstream.append(value._run)
         return handle_of(value._run)
     if kind is unmapped:
-        return substitute_handles(value.value, upstream, handle_of)
+        return substitute_handles(value.value, upstream, handle_of, tolerated)
     if kind in (list, tuple, set, frozenset):
-        return kind(substitute_handles(item, upstream, handle_of) for item in value)
+        return kind(substitute_handles(item, upstream, handle_of, tolerated) for item in value)
     if kind is dict:
-        return {key: substitute_handles(item, upstream, handle_of) for key, item in value.items()}
+        return {key: substitute_handles(item, upstream, handle_of, tolerated) for key, item in value.items()}
+    if kind is allow_failure:
+        inner: list[TaskRun] = []
+        substituted = substitute_handles(value.value, inner, _or_exception(handle_of))
+        upstream.extend(inner)
+        if tolerated is not None:
+            tolerated.extend(inner)
+        return substituted
+    if isinstance(value, WalkedList):  # `task.map`'s FutureList: a plain list of handles
+        return [substitute_handles(item, upstream, handle_of, tolerated) for item in value]
     return value
+
+
+def _or_exception(handle_of: Callable[[TaskRun], Any]) -> Callable[[TaskRun], Any]:
+    """`handle_of`, except that a run which ended without completing gives its exception (what
+    a task receives for an upstream passed in `allow_failure`, as in Prefect)."""
+
+    def handle_or_exception(run: TaskRun) -> Any:
+        state = run.state
+        if state.is_final() and not state.is_completed():
+            return state.exception
+        return handle_of(run)
+
+    return handle_or_exception
 
 
 def _no_handle(run: TaskRun) -> None:
@@ -44,8 +69,15 @@ def _no_handle(run: TaskRun) -> None:
 
 
 def upstream_of(run: TaskRun) -> list[TaskRun]:
+    """The runs `run` depends on; those passed in `allow_failure` also become `run.tolerated`
+    (and count as looked at: their failure is the flow's to handle)."""
     upstream: list[TaskRun] = []
-    substitute_handles((run.args, run.kwargs, run.wait_for), upstream, _no_handle)
+    tolerated: list[TaskRun] = []
+    substitute_handles((run.args, run.kwargs, run.wait_for), upstream, _no_handle, tolerated)
+    if tolerated:
+        run.tolerated = tuple(tolerated)
+        for up in tolerated:
+            up.seen = True
     return upstream
 
 
@@ -56,6 +88,8 @@ def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
     instances_in(value, TaskFuture, futures)
     if not futures:
         return value
+    for future in futures:
+        future._run.seen = True  # used as values: a failure raises here, in the flow body
     return _replace_futures(value, dict(zip(map(id, futures), tracker.results(futures))))
 
 
@@ -67,6 +101,8 @@ def _replace_futures(value: Any, results: dict[int, Any]) -> Any:
         return kind(_replace_futures(item, results) for item in value)
     if kind is dict:
         return {key: _replace_futures(item, results) for key, item in value.items()}
+    if isinstance(value, WalkedList):
+        return [_replace_futures(item, results) for item in value]
     return value
 
 
@@ -82,6 +118,8 @@ def fingerprint(run: TaskRun) -> str | None:
             return (kind.__name__, [stand_in(item) for item in value])
         if kind is dict:
             return ("dict", sorted((repr(k), stand_in(v)) for k, v in value.items()))
+        if kind in (unmapped, allow_failure) or isinstance(value, WalkedList):
+            return (kind.__name__, stand_in(value.value if kind in (unmapped, allow_failure) else list(value)))
         return value
 
     try:

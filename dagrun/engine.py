@@ -6,8 +6,9 @@ Policy
 - A top-level flow run starts its executor and always shuts it down (errors, Ctrl-C too);
   a subflow run shares its parent's executor session.
 - The run waits for every task it submitted, also those whose futures were dropped. The
-  first failed task decides the flow's failure: its exception is raised unchanged (with a
-  note naming the task); a crashed task makes the flow `Crashed`.
+  final state follows Prefect 3 (`dagrun.flow_outcome`): a failure the body raised, a direct
+  call's failure it never looked at (raised unchanged, with a note naming the task) or a
+  returned failed state fails it; a crashed task makes it `Crashed`.
 - Flow retries re-run the body; task runs completed in the failed attempt (same task, same
   call position, same inputs) are reused rather than recomputed.
 - `timeout_seconds` (per attempt, as in Prefect, from when the body starts) interrupts the body
@@ -46,6 +47,7 @@ from dagrun.context import FlowRunContext, current_flow_run, flow_run_scope
 from dagrun.errors import CancelledRunError, CancelRequested, CrashedError, FlowTimeoutError, ParameterValidationError
 from dagrun.executors import resolve_executor
 from dagrun.executors.base import Executor, ExecutorSession
+from dagrun.flow_outcome import final_state
 from dagrun.flow_timeouts import RunTimeout, run_interruptibly
 from dagrun.hooks import HookRunner
 from dagrun.log_cap import log_cap_bytes
@@ -81,6 +83,12 @@ def run_flow(
         # A worker process is re-importing the user's script (spawn start method). Running
         # the flow here would start a cluster inside a worker; the driver runs it instead.
         return None
+    parent = current_flow_run()
+    if parent is not None:
+        # A subflow is a call of the parent's body: it starts after a pending step, and the
+        # parent's futures among its arguments stand for their values (waited for here).
+        parent.engine.tasks.settle_step()
+        args, kwargs = resolve_futures((args, kwargs), parent.engine.tasks)
     try:
         parameters = bind_parameters(flow.fn, flow.name, args, kwargs)
         if flow.validate_parameters:
@@ -89,7 +97,6 @@ def run_flow(
         if return_state:
             return State(StateType.FAILED, message=str(exc), exception=exc)
         raise
-    parent = current_flow_run()
     engine = FlowRunEngine(flow, parameters, parent)
     if observe is not None:
         observe(engine)
@@ -261,7 +268,9 @@ class FlowRunEngine:
             self.tasks.planner.save_explanations()
         level = logging.INFO if state.is_completed() else logging.ERROR
         self.log(level, f"Finished in state {state.name}" + (f": {state.message}" if state.message else ""))
-        failure = self.tasks.first_failure if self.tasks is not None else None
+        # The task that failed the run, for hooks and notifiers: none when the run completed (a
+        # failure the flow handled is not the run's).
+        failure = self.tasks.first_failure if self.tasks is not None and not state.is_completed() else None
         self.observers.flow_run_state(
             FlowRunStateChanged(self.started, state, failure.name if failure is not None else None)
         )
@@ -309,6 +318,7 @@ class FlowRunEngine:
                 self.cancellation.check()
                 with flow_run_scope(context):  # interrupted at the deadline, async bodies too
                     value = run_interruptibly(self.timeout, call_flow_body, self.flow.fn, self.parameters)
+                    tracker.settle_step()  # a step left pending fails as if in the body
                 self.timeout.check()
                 tracker.wait_all()
             except (KeyboardInterrupt, CancelRequested):
@@ -320,11 +330,7 @@ class FlowRunEngine:
                 tracker.wait_all()  # independent branches finish, so their work is kept
                 kind = StateType.CRASHED if isinstance(exc, CrashedError) else StateType.FAILED
                 return State(kind, message=_describe(exc), exception=exc)
-            failure = tracker.first_failure
-            if failure is not None:
-                kind = StateType.CRASHED if failure.state.type is StateType.CRASHED else StateType.FAILED
-                return State(kind, message=failure.state.message, exception=failure.state.exception)
-            return State(StateType.COMPLETED, data=resolve_futures(value, tracker))
+            return final_state(tracker, value)  # Prefect's rules: see `dagrun.flow_outcome`
         except (KeyboardInterrupt, CancelRequested):
             tracker.cancel()
             self.log(logging.WARNING, f"Flow run '{self.flow_run_name}' cancelled: pending tasks cancelled")

@@ -6,7 +6,7 @@ cases where dagrun itself has something to say.
     DagrunError
     ├── ConfigError                 a setting, env var or config file is wrong (ValueError)
     ├── ParameterValidationError    a flow parameter does not match its type hint (ValueError)
-    ├── FutureUsedAsValueError      a TaskFuture was used as a value (TypeError)
+    ├── FailedStateError            a flow or task returned a Failed state (no exception of its own)
     ├── TaskTimeoutError            a task attempt ran past timeout_seconds (TimeoutError)
     ├── FlowTimeoutError            a flow run ran past timeout_seconds (TimeoutError)
     ├── UpstreamFailedError         a task did not run because an upstream task failed
@@ -45,8 +45,9 @@ class ParameterValidationError(DagrunError, ValueError):
     exit_code = 2
 
 
-class FutureUsedAsValueError(DagrunError, TypeError):
-    """A TaskFuture was used where a value was expected."""
+class FailedStateError(DagrunError):
+    """A flow or task chose to fail by returning `Failed(message=...)` (as in Prefect); the
+    message is the state's."""
 
 
 class TaskTimeoutError(DagrunError, TimeoutError):

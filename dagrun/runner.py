@@ -21,7 +21,7 @@ import cloudpickle
 from dagrun.async_support import is_async, sync_callable
 from dagrun.context import LogSink, TaskRunContext, task_run_scope
 from dagrun.cache_keys import expiry_time
-from dagrun.errors import ResultStoreError, SerializationError
+from dagrun.errors import FailedStateError, ResultStoreError, SerializationError
 from dagrun.content_hashing import content_hash
 from dagrun.results import CacheMiss, ResultStore
 from dagrun.results.serializers import dumps
@@ -29,6 +29,7 @@ from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
 from dagrun.secrets import mask_exception, remember, remember_secrets_in
+from dagrun.states import State
 from dagrun.task_events import AttemptReporter, EventSink
 from dagrun.tracebacks import capture as capture_traceback
 
@@ -162,6 +163,8 @@ def run_task(
                 task=task,
                 on_retry=on_retry,
             )
+        if type(value) is State:  # as in Prefect: a returned state is the run's outcome
+            value = returned_state_value(value)
         if cache_key is not None and spec.store is not None:
             entry = spec.store.put(
                 cache_key, value, task_name=task.name, serializer=task.result_serializer or "auto",
@@ -180,6 +183,14 @@ def run_task(
         raise
     finally:
         capped.end_attempt()
+
+
+def returned_state_value(state: State) -> Any:
+    """The value of a task that returned a `State`: a completed one's data; a failed one
+    (`Failed(message=...)`) raises its exception, so the task run fails."""
+    if state.is_completed():
+        return state.result()
+    raise state.exception or FailedStateError(state.message or f"Task returned a {state.name} state")
 
 
 def load_result(spec: TaskSpec, cache_key: str) -> Any:

@@ -213,3 +213,31 @@ def check_report(current: StateType, reported: StateType, *, run: object) -> boo
     if current.is_final and reported.is_final and reported not in TASK_RUN_TRANSITIONS[current]:
         return False
     return check_transition(current, reported, run=run)
+
+
+# Prefect's state constructors: a flow returns `Completed(...)` / `Failed(...)` to choose its
+# final state; `Failed(data=exc)` carries the exception as Prefect's does.
+def Pending(message: str = "") -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.PENDING, message=message)
+
+
+def Running(message: str = "") -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.RUNNING, message=message)
+
+
+def Completed(message: str = "", data: Any = _NO_RESULT) -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.COMPLETED, message=message, data=data)
+
+
+def Failed(message: str = "", data: Any = _NO_RESULT, exception: BaseException | None = None) -> State:  # noqa: N802
+    if exception is None and isinstance(data, BaseException):
+        exception, data = data, _NO_RESULT
+    return State(StateType.FAILED, message=message, data=data, exception=exception)
+
+
+def Crashed(message: str = "", exception: BaseException | None = None) -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.CRASHED, message=message, exception=exception)
+
+
+def Cancelled(message: str = "") -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.CANCELLED, message=message)

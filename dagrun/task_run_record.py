@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 
 
 class TaskRun:
-    """The driver's record of one task run; mutated only by `TaskRunTracker`."""
+    """The driver's record of one task run; mutated only by `TaskRunTracker` (and `seen`, set
+    by its `TaskFuture` when the flow looks at the outcome)."""
 
     __slots__ = (
         "id", "task", "index", "state", "handle", "upstream", "generation",
         "upstream_generations", "args", "kwargs", "wait_for", "resubmits", "free_resubmits", "future_ref",
-        "fingerprint", "cache_key", "content_hash",
+        "fingerprint", "cache_key", "content_hash", "direct", "seen", "tolerated",
     )
 
     def __init__(self, run_id: str, task: Any, index: int, args: tuple, kwargs: dict) -> None:
@@ -45,6 +46,9 @@ class TaskRun:
         self.fingerprint: str | None = None
         self.cache_key: str | None = None
         self.content_hash: str | None = None
+        self.direct = False  # a direct call (not `.submit` / `.map`): its failure must be seen
+        self.seen = False  # the flow looked at the outcome (state, result, wait, allow_failure)
+        self.tolerated: tuple[TaskRun, ...] = ()  # upstream runs passed in `allow_failure(...)`
 
     @property
     def name(self) -> str:
@@ -77,8 +81,15 @@ def dask_key(run: TaskRun) -> str:
 
 
 def failed_upstream(run: TaskRun) -> TaskRun | None:
-    """The first upstream run that ended without completing: `run` cannot run after it."""
-    return next((up for up in run.upstream if up.state.is_final() and not up.state.is_completed()), None)
+    """The first upstream run that ended without completing: `run` cannot run after it (an
+    upstream passed in `allow_failure(...)` does not count)."""
+    return next(
+        (
+            up for up in run.upstream
+            if up.state.is_final() and not up.state.is_completed() and up not in run.tolerated
+        ),
+        None,
+    )
 
 
 def not_run_state(run: TaskRun, blocked: TaskRun) -> State:

@@ -4,6 +4,7 @@ Policy
 - A task call is submitted to the executor at once; upstream futures found anywhere in its
   arguments are replaced by the executor's handles, so the executor sees the dependency.
 - A call whose upstream already failed is not submitted: it is `NotRun` immediately.
+- Discarded direct calls are steps that later calls wait for (`task_steps`, a mixin).
 - A cached task's call is a hit or a miss before dispatch (`task_cache_plan`).
 - Outcomes are read in submission order (which is a topological order), so when a run is
   finalized its upstream runs already are. An error is classified as: upstream failed ->
@@ -49,12 +50,13 @@ from dagrun.states import State, StateType
 from dagrun.task_cache_plan import plan_cached
 from dagrun.task_recovery import SchedulerLost, finalize, load_failed, recover_from_scheduler_loss
 from dagrun.task_run_record import TaskRun, dask_key, failed_upstream, not_run_state
+from dagrun.task_steps import TaskSteps
 from dagrun.tracebacks import views_of
 
 SWEEP_EVERY = 512
 
 
-class TaskRunTracker:
+class TaskRunTracker(TaskSteps):
     """Submits the task calls of one flow run and follows them to their final states."""
 
     def __init__(
@@ -107,7 +109,7 @@ class TaskRunTracker:
 
     def submit_many(self, task: Any, calls: list[tuple[tuple, dict]], wait_for: Iterable[Any] = ()) -> list[TaskFuture]:
         """Submit calls of one task together (one scheduler message for a whole `map`)."""
-        self.cancellation.check()
+        self.before_call()  # a cancel request or a failed step raises here, in the body
         wait_for = tuple(wait_for or ())
         futures, batch = [], []
         for args, kwargs in calls:
@@ -147,7 +149,7 @@ class TaskRunTracker:
 
         `run.upstream` must already list the runs its arguments and `wait_for` refer to."""
         upstream = run.upstream
-        if any(up.handle is None and not up.state.is_final() for up in upstream) or (
+        if any((up.handle is None or up in run.tolerated) and not up.state.is_final() for up in upstream) or (
             run.task.cache and any(not up.state.is_final() for up in upstream)
         ):
             self._deferred.append(run)  # planned when its upstream runs are (cache keys need them)
@@ -171,7 +173,7 @@ class TaskRunTracker:
             return None
         return Submission(
             self._spec(run.task), run.id, run.index, args, kwargs,
-            dask_key(run), run.task.resources, [up.handle for up in ordering],
+            dask_key(run), run.task.resources, [up.handle for up in ordering if up.handle is not None],
         )
 
     def _spec(self, task: Any) -> TaskSpec:
@@ -393,5 +395,4 @@ class TaskRunTracker:
             log_line(level, message, "dagrun.task_run", self.flow_run_id, self.flow_run_name, run.id, run.name)
         )
 
-    cancelled = False
-    _since_sweep = 0
+    cancelled, _since_sweep = False, 0

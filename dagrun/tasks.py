@@ -2,8 +2,9 @@
 
 | where the call happens     | `my_task(x)` does                                          |
 |----------------------------|------------------------------------------------------------|
-| inside a running flow      | submits at once and returns a `TaskFuture`                 |
+| inside a running flow      | submits at once and returns a `TaskFuture` (its value's stand-in) |
 | inside a task, or no flow  | runs in this process (with retries) and returns the value  |
+| with `return_state=True`   | the call's final `State` (waits for it inside a flow)      |
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import io
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -21,12 +23,14 @@ from dagrun.cache_keys import task_input_hash, validate_cache_options  # noqa: F
 from dagrun.cache_policies import CachePolicy, resolve_cache_options
 from dagrun.context import current_flow_run, current_task_run
 from dagrun.errors import ConfigError, DagrunError
-from dagrun.futures import TaskFuture, unmapped
+from dagrun.call_sites import result_discarded
+from dagrun.futures import FutureList, TaskFuture, allow_failure, unmapped
 from dagrun.logs import print_log_line
 from dagrun.prefect_options import reject_options
 from dagrun.retry import RetryPolicy, exponential_backoff  # noqa: F401 - `dagrun.tasks.exponential_backoff`, as in Prefect
 from dagrun.run_names import RunName, check_run_name
 from dagrun.runner import TaskSpec, run_task
+from dagrun.states import State, StateType
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -103,45 +107,53 @@ class Task(Generic[P, R]):
     # ---------------------------------------------------------------- calling
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         flow_run = current_flow_run()
+        return_state = "return_state" in kwargs and not self._takes("return_state") and kwargs.pop("return_state")
         if flow_run is None or current_task_run() is not None:
+            run_here = self._state_here if return_state else self._run_here
             if is_async(self.fn):  # a coroutine, as in Prefect: `asyncio.run(my_task())`
-                return run_elsewhere(self._run_here, args, kwargs)  # type: ignore[return-value]
-            return self._run_here(args, kwargs)
+                return run_elsewhere(run_here, args, kwargs)  # type: ignore[return-value]
+            return run_here(args, kwargs)  # type: ignore[return-value]
         wait_for = kwargs.pop("wait_for", ()) if "wait_for" in kwargs and not self._takes("wait_for") else ()
-        return flow_run.engine.tasks.submit(self, args, kwargs, wait_for)  # type: ignore[return-value]
+        # A call whose result the caller throws away is a step: see `dagrun.task_steps`.
+        discarded = not return_state and result_discarded()
+        tracker = flow_run.engine.tasks
+        future = tracker.call(self, args, kwargs, wait_for, discarded)
+        return tracker.state_of_call(future) if return_state else future  # type: ignore[return-value]
 
     def submit(self, *args: P.args, wait_for: Iterable[TaskFuture] = (), **kwargs: P.kwargs) -> TaskFuture[R]:
-        """Submit a call in the running flow and return its future at once."""
-        return self._tracker("submit").submit(self, args, kwargs, wait_for)
+        """Submit a call in the running flow and return its future at once (never a step);
+        `return_state=True` waits and returns its final `State`, as in Prefect."""
+        return_state = "return_state" in kwargs and not self._takes("return_state") and kwargs.pop("return_state")
+        tracker = self._tracker("submit")
+        future = tracker.submit(self, args, kwargs, wait_for)
+        return tracker.state_of_call(future) if return_state else future
 
-    def map(self, *args: Any, wait_for: Iterable[TaskFuture] = (), **kwargs: Any) -> list[TaskFuture[R]]:
-        """One call per item of the iterable arguments (`unmapped(x)` is passed whole)."""
+    def map(self, *args: Any, wait_for: Iterable[TaskFuture] = (), **kwargs: Any) -> FutureList[R]:
+        """One call per item of the iterable arguments, as Prefect maps: a future argument is
+        waited for and its value mapped over; non-iterables, strings and `unmapped(x)` are
+        passed whole to every call."""
         tracker = self._tracker("map")
         names = [f"argument {i + 1}" for i in range(len(args))] + [f"'{k}'" for k in kwargs]
-        values = [*args, *kwargs.values()]
-        lengths = {}
-        for label, value in zip(names, values):
-            if not isinstance(value, unmapped):
-                try:
-                    lengths[label] = len(value)
-                except TypeError:
-                    raise ConfigError(
-                        f"{self.name}.map(): {label} is not a sized iterable; wrap values passed "
-                        "whole in unmapped(...)"
-                    ) from None
+        columns, lengths = [], {}
+        for label, value in zip(names, [*args, *kwargs.values()]):
+            column = map_column(value)
+            if column is not None:
+                lengths[label] = len(column)
+            columns.append(column if column is not None else value.value if type(value) is unmapped else value)
         if not lengths:
-            raise ConfigError(f"{self.name}.map() needs at least one iterable argument")
+            raise ConfigError(
+                f"{self.name}.map() needs at least one iterable argument (a list, a range, a future of a list)"
+            )
         if len(set(lengths.values())) > 1:
             raise ConfigError(f"{self.name}.map(): iterables differ in length: {lengths}")
         count = next(iter(lengths.values()))
-        columns = [value.value if isinstance(value, unmapped) else list(value) for value in values]
-        mapped = [not isinstance(value, unmapped) for value in values]
+        mapped = [isinstance(column, _Column) for column in columns]
         keys = list(kwargs)
         calls = []
         for i in range(count):
             row = [column[i] if is_mapped else column for column, is_mapped in zip(columns, mapped)]
             calls.append((tuple(row[: len(args)]), dict(zip(keys, row[len(args):]))))
-        return tracker.submit_many(self, calls, wait_for)
+        return FutureList(tracker.submit_many(self, calls, wait_for))
 
     # Prefect's attributes of a task's retry options, read from its policy.
     @property
@@ -198,6 +210,13 @@ class Task(Generic[P, R]):
     def _takes(self, parameter: str) -> bool:
         return parameter in inspect.signature(self.fn).parameters
 
+    def _state_here(self, args: tuple, kwargs: dict) -> State:
+        """`return_state=True` outside a flow: the call's final state instead of its value."""
+        try:
+            return State(StateType.COMPLETED, data=self._run_here(args, kwargs))
+        except Exception as exc:  # noqa: BLE001 - the state carries it, as Prefect's does
+            return State(StateType.FAILED, message=f"{type(exc).__name__}: {exc}", exception=exc)
+
     def _run_here(self, args: tuple, kwargs: dict) -> R:
         """Run in this process, with retries and timeout, outside any flow's task tracking."""
         outer = current_task_run() or current_flow_run()
@@ -216,6 +235,38 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
+
+
+class _Column(list):
+    """The items one mapped argument gives its calls."""
+
+
+def map_column(value: Any) -> _Column | None:
+    """The items `task.map` gives each call for `value`, or None when it is passed whole.
+
+    As Prefect: iterables are mapped (strings, bytes and files are not); a future is waited for
+    and its value mapped over (a non-iterable value is passed as the future, a dependency);
+    `allow_failure(iterable)` maps with each item wrapped again."""
+    kind = type(value)
+    if kind is unmapped:
+        return None
+    if kind is allow_failure:
+        inner = map_column(value.value)
+        return None if inner is None else _Column(allow_failure(item) for item in inner)
+    if kind is TaskFuture:
+        resolved = value.result()
+        return _Column(resolved) if _iterable(resolved) else None
+    return _Column(value) if _iterable(value) else None
+
+
+def _iterable(value: Any) -> bool:
+    if isinstance(value, (str, bytes, io.IOBase)):
+        return False
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _print_lines_only(line: dict) -> None:

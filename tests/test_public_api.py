@@ -12,6 +12,7 @@ def test_public_names_are_pinned_and_sorted():
         "StateType",
         "Task",
         "TaskFuture",
+        "allow_failure",
         "exponential_backoff",
         "flow",
         "get_run_logger",
