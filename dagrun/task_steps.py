@@ -84,7 +84,7 @@ class TaskSteps:
             handles += [run.handle for run in self._active]
         if handles:
             self.session.wait_any(handles, self._remaining(None if timeout is None else time.monotonic() + timeout))
-        self.check_deadline()
+        self.timeout.check()
         self.cancellation.check()
         self.sweep()
 

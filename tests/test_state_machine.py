@@ -281,7 +281,7 @@ def test_worker_deaths_record_only_legal_state_sequences(tmp_path, no_illegal_mo
         @flow(name="deaths", executor=DaskExecutor(address=cluster.scheduler_address))
         def deaths() -> str:
             value = fragile().result()
-            exits().wait()
+            exits()  # a step whose crash nobody looked at: it ends the run (DESIGN section 2)
             return value
 
         assert deaths(return_state=True).is_crashed()
