@@ -255,7 +255,7 @@ class FlowRunEngine:
         return self._finish(
             State(
                 state.type, message=state.message, data=state.data, exception=state.exception,
-                start_time=started, end_time=time.time(),
+                start_time=started, end_time=time.time(), custom_name=state.custom_name,
             )
         )
 
@@ -267,7 +267,8 @@ class FlowRunEngine:
         if self.tasks is not None and self.tasks.planner is not None:
             self.tasks.planner.save_explanations()
         level = logging.INFO if state.is_completed() else logging.ERROR
-        self.log(level, f"Finished in state {state.name}" + (f": {state.message}" if state.message else ""))
+        named = f"{state.name} ({state.type.value})" if state.name != state.type.value else state.name
+        self.log(level, f"Finished in state {named}" + (f": {state.message}" if state.message else ""))
         # The task that failed the run, for hooks and notifiers: none when the run completed (a
         # failure the flow handled is not the run's).
         failure = self.tasks.first_failure if self.tasks is not None and not state.is_completed() else None

@@ -130,8 +130,8 @@ class LiveTaskRuns:
                     attempt=event.attempt, worker=event.worker, start_time=event.run_start_time,
                 ), _RETRYING)
             return
-        self._run_ended(event, _FAILED, TaskRunState(
-            event.task_run_id, _FAILED.value, event.end_time, event.error, attempt=event.attempt,
+        self._run_ended(event, _FAILED, TaskRunState(  # a returned `Failed(message=...)` has its message
+            event.task_run_id, _FAILED.value, event.end_time, event.message or event.error, attempt=event.attempt,
             error=event.error, traceback=event.traceback, full_traceback=event.full_traceback, worker=event.worker,
             start_time=event.run_start_time, end_time=event.end_time,
         ))
@@ -140,7 +140,7 @@ class LiveTaskRuns:
         if event.attempt > 1:  # the earlier attempts failed: this one gets its row too
             self._submit(TaskRunAttempt(event.task_run_id, event.attempt, event.start_time, event.end_time))
         self._run_ended(event, _COMPLETED, TaskRunState(
-            event.task_run_id, _COMPLETED.value, event.end_time, attempt=event.attempt, worker=event.worker,
+            event.task_run_id, _COMPLETED.value, event.end_time, event.message, attempt=event.attempt, worker=event.worker,
             cache_hit=False if event.cache_key else None, result_size=event.size,
             start_time=event.run_start_time, end_time=event.end_time, cache_key=event.cache_key,
         ))
@@ -156,7 +156,7 @@ class LiveTaskRuns:
         self._shown.pop(event.task_run_id, None)  # both sources have spoken: the run's story is told
         self._submit(TaskRunDetails(
             event.task_run_id, event.worker, event.run_start_time, event.end_time, event.attempt,
-            state.result_size,
+            state.result_size, message=event.message or None,
         ))
 
     def awaiting_workers(self) -> bool:

@@ -115,7 +115,7 @@ class RunRecorder(RunObserver):
         state = event.state
         error, trace, full = _error_fields(state.exception)
         self._writer.submit(
-            FlowRunState(event.run.flow_run_id, state.name, time.time(), state.message, error, trace, full)
+            FlowRunState(event.run.flow_run_id, state.type.value, time.time(), _message(state), error, trace, full)
         )
 
     # ---------------------------------------------------------------- task runs
@@ -161,9 +161,9 @@ def _task_run_state(run: TaskRun, state: State) -> TaskRunState:
     error, trace, full = (state.message, None, None) if not_run else _error_fields(state.exception)
     return TaskRunState(
         task_run_id=run.id,
-        state=state.name,
+        state=state.type.value,
         timestamp=state.timestamp or time.time(),
-        message=state.message,
+        message=_message(state),
         attempt=attempts,
         error=error,
         traceback=trace,
@@ -171,6 +171,14 @@ def _task_run_state(run: TaskRun, state: State) -> TaskRunState:
         cache_hit=True if state.type is StateType.CACHED else (False if run.cache_key else None),
         cache_key=run.cache_key,
     )
+
+
+def _message(state: State) -> str:
+    """The message the history records: a custom state name (`Completed(name="Skipped")`)
+    leads it, as the state column holds the type the dashboard and the CLI work on."""
+    if state.name == state.type.value:
+        return state.message
+    return f"{state.name}: {state.message}" if state.message else state.name
 
 
 def _error_fields(exception: BaseException | None) -> tuple[str | None, str | None, str | None]:

@@ -149,6 +149,7 @@ def run_task(
     # Slots are taken before the first attempt and given back after the last (also on
     # failure); a retry delay keeps them, so a retrying run is not overtaken by waiting runs.
     slots = spec.concurrency_slots() if spec.concurrency_slots is not None else nullcontext()
+    returned_message = ""  # a returned state's message is the run's, as in Prefect
     try:
         with task_run_scope(context), slots:
             fn, timeout = task.fn, task.timeout_seconds
@@ -164,22 +165,23 @@ def run_task(
                 on_retry=on_retry,
             )
         if type(value) is State:  # as in Prefect: a returned state is the run's outcome
+            returned_message = value.message
             value = returned_state_value(value)
         if cache_key is not None and spec.store is not None:
             entry = spec.store.put(
                 cache_key, value, task_name=task.name, serializer=task.result_serializer or "auto",
                 expires_at=expiry_time(task),
             )
-            reporter.finished(cache_key, entry.size, entry.checksum)
+            reporter.finished(cache_key, entry.size, entry.checksum, returned_message)
         else:
             check_serializable(value, task.name)
-            reporter.finished()
+            reporter.finished(message=returned_message)
         return value
     except BaseException as exception:
         mask_exception(exception)  # its message goes to the driver, Dask's logs and the history
         if isinstance(exception, Exception):
             capture_traceback(exception)  # rendered here, where the user's frames and files are
-        reporter.failed(exception, retrying=False)
+        reporter.failed(exception, retrying=False, message=returned_message)
         raise
     finally:
         capped.end_attempt()

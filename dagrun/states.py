@@ -69,7 +69,8 @@ class State:
 
     | attribute / method | meaning                                                  |
     |--------------------|----------------------------------------------------------|
-    | `.name`            | "Completed", "Failed", ... (the `StateType` value)        |
+    | `.name`            | "Completed", "Failed", ... (the `StateType` value), or a   |
+    |                    | custom name (`Completed(name="Skipped")`, as in Prefect)  |
     | `.message`         | human-readable detail ("Retry 1/3 after ...")             |
     | `.timestamp`       | when the state was entered (epoch seconds)               |
     | `.result()`        | the value, or raises the stored exception                 |
@@ -83,10 +84,13 @@ class State:
     exception: BaseException | None = None
     start_time: float | None = None
     end_time: float | None = None
+    # Prefect's custom state name: shown as `.name`; the type alone drives transitions, the
+    # history's state column and `is_*()` checks.
+    custom_name: str | None = None
 
     @property
     def name(self) -> str:
-        return self.type.value
+        return self.custom_name or self.type.value
 
     def is_completed(self) -> bool:
         return self.type in (StateType.COMPLETED, StateType.CACHED)
@@ -116,8 +120,10 @@ class State:
         return self.data
 
     def __repr__(self) -> str:
-        message = f", message={self.message!r}" if self.message else ""
-        return f"{self.name}({message.lstrip(', ')})" if message else f"{self.name}()"
+        fields = [f"message={self.message!r}"] if self.message else []
+        if self.custom_name and self.custom_name != self.type.value:
+            fields.append(f"type={self.type.value}")  # as Prefect shows a custom-named state
+        return f"{self.name}({', '.join(fields)})"
 
 
 # ---------------------------------------------------------------- the transition table
@@ -215,29 +221,32 @@ def check_report(current: StateType, reported: StateType, *, run: object) -> boo
     return check_transition(current, reported, run=run)
 
 
-# Prefect's state constructors: a flow returns `Completed(...)` / `Failed(...)` to choose its
-# final state; `Failed(data=exc)` carries the exception as Prefect's does.
-def Pending(message: str = "") -> State:  # noqa: N802 - Prefect's name
-    return State(StateType.PENDING, message=message)
+# Prefect's state constructors: a flow or task returns `Completed(...)` / `Failed(...)` to
+# choose its final state; `Failed(data=exc)` carries the exception as Prefect's does; `name=`
+# gives the state a custom name with the type's meaning (`Completed(name="Skipped")`).
+def Pending(message: str = "", name: str | None = None) -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.PENDING, message=message, custom_name=name)
 
 
-def Running(message: str = "") -> State:  # noqa: N802 - Prefect's name
-    return State(StateType.RUNNING, message=message)
+def Running(message: str = "", name: str | None = None) -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.RUNNING, message=message, custom_name=name)
 
 
-def Completed(message: str = "", data: Any = _NO_RESULT) -> State:  # noqa: N802 - Prefect's name
-    return State(StateType.COMPLETED, message=message, data=data)
+def Completed(message: str = "", data: Any = _NO_RESULT, name: str | None = None) -> State:  # noqa: N802
+    return State(StateType.COMPLETED, message=message, data=data, custom_name=name)
 
 
-def Failed(message: str = "", data: Any = _NO_RESULT, exception: BaseException | None = None) -> State:  # noqa: N802
+def Failed(  # noqa: N802 - Prefect's name
+    message: str = "", data: Any = _NO_RESULT, exception: BaseException | None = None, name: str | None = None,
+) -> State:
     if exception is None and isinstance(data, BaseException):
         exception, data = data, _NO_RESULT
-    return State(StateType.FAILED, message=message, data=data, exception=exception)
+    return State(StateType.FAILED, message=message, data=data, exception=exception, custom_name=name)
 
 
-def Crashed(message: str = "", exception: BaseException | None = None) -> State:  # noqa: N802 - Prefect's name
-    return State(StateType.CRASHED, message=message, exception=exception)
+def Crashed(message: str = "", exception: BaseException | None = None, name: str | None = None) -> State:  # noqa: N802
+    return State(StateType.CRASHED, message=message, exception=exception, custom_name=name)
 
 
-def Cancelled(message: str = "") -> State:  # noqa: N802 - Prefect's name
-    return State(StateType.CANCELLED, message=message)
+def Cancelled(message: str = "", name: str | None = None) -> State:  # noqa: N802 - Prefect's name
+    return State(StateType.CANCELLED, message=message, custom_name=name)

@@ -11,7 +11,8 @@ them into task-run states as they arrive (`dagrun.live_history`).
 | `TaskRunStarted`  | an attempt begins (slots held)    | attempt, start time                          |
 | `AttemptFailed`   | an attempt raised                 | its start, end, error, traceback; retry?     |
 | `TaskRunFinished` | the run returned a value          | last attempt's start, end; stored result's   |
-|                   |                                   | key, size and checksum                       |
+|                   |                                   | key, size and checksum; a returned state's   |
+|                   |                                   | message                                      |
 
 Times are epoch seconds on the clock of the process that ran the task; the executor that
 receives a record converts them to the driver's clock and fills in `worker` (`decode`). On the
@@ -71,6 +72,7 @@ class TaskRunFinished(NamedTuple):
     cache_key: str | None = None
     size: int | None = None
     checksum: str | None = None
+    message: str = ""  # the message of a `Completed(message=...)` the task returned
     worker: str | None = None
 
 
@@ -148,13 +150,16 @@ class AttemptReporter:
             f"{type(exception).__name__}: {exception}", user_traceback, full_traceback, retrying, message,
         ))
 
-    def finished(self, cache_key: str | None = None, size: int | None = None, checksum: str | None = None) -> None:
-        """The run returned; with a stored result, its entry's key, size and checksum."""
+    def finished(
+        self, cache_key: str | None = None, size: int | None = None, checksum: str | None = None, message: str = "",
+    ) -> None:
+        """The run returned; with a stored result, its entry's key, size and checksum; `message`
+        is that of a `Completed(message=...)` state the task returned."""
         if self._sink is None or not (self._report or checksum is not None):
             return
         end = time.time()
         self._sink(TaskRunFinished(
             self._flow_run_id, self._task_run_id, max(len(self._starts), 1),
             self._starts[0] if self._starts else end, self._starts[-1] if self._starts else end, end,
-            cache_key, size, checksum,
+            cache_key, size, checksum, message,
         ))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from dagrun.errors import CrashedError, ResultStoreError
+from dagrun.errors import CrashedError, FailedStateError, ResultStoreError
 from dagrun.executors.base import CANCELLED, ERROR, FINISHED, ExecutorSession
 from dagrun.states import State, StateType
 from dagrun.task_run_record import TaskRun, add_note, describe, failed_upstream, not_run_state
@@ -57,7 +57,10 @@ def finalize(tracker: TaskRunTracker, run: TaskRun, status: str) -> bool:
         return lost_attempt(tracker, run, exception)
     add_note(exception, f"raised by task run '{run.name}' in flow run '{tracker.flow_run_name}'")
     tracker.log(run, logging.ERROR, f"Task run '{run.name}' failed: {describe(exception)}", exception)
-    tracker.set_state(run, State(StateType.FAILED, message=describe(exception), exception=exception))
+    # A task that returned `Failed(message=...)` (FailedStateError) has the state's message, as
+    # in Prefect; a raised exception is described by its type and text.
+    message = str(exception) if type(exception) is FailedStateError else describe(exception)
+    tracker.set_state(run, State(StateType.FAILED, message=message, exception=exception))
     return True
 
 

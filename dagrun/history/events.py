@@ -157,6 +157,7 @@ class TaskRunDetails:
     error: str | None = None
     traceback: str | None = None
     full_traceback: str | None = None
+    message: str | None = None  # a returned state's message, when the worker's report came last
 
 
 @dataclass(frozen=True, slots=True)

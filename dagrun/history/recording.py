@@ -259,6 +259,14 @@ def record_task_run_details(connection: Any, events: Sequence[TaskRunDetails]) -
         "traceback = COALESCE(?, traceback), full_traceback = COALESCE(?, full_traceback) WHERE id = ?",
         rows,
     )
+    messages = [(event.message, event.task_run_id) for event in events if event.message]
+    if messages:  # a returned state's message (rare): the run's final state row says it too
+        connection.executemany("UPDATE task_runs SET message = ? WHERE id = ?", messages)
+        connection.executemany(
+            "UPDATE states SET message = ? WHERE id = "
+            "(SELECT MAX(id) FROM states WHERE task_run_id = ?)",
+            messages,
+        )
 
 
 def record_log_lines(connection: Any, events: Sequence[LogLine]) -> None:
