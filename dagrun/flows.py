@@ -52,6 +52,7 @@ class Flow(Generic[P, R]):
         notify: Any = None,
         on_completion: Iterable[Callable] = (),
         on_failure: Iterable[Callable] = (),
+        on_running: Iterable[Callable] = (),
         flow_run_name: RunName = None,
         task_runner: Any = None,
         **unsupported: Any,
@@ -79,8 +80,11 @@ class Flow(Generic[P, R]):
         self.log_prints = log_prints
         self.result_storage = result_storage
         self.notify = notify
-        self.on_completion = tuple(on_completion)
-        self.on_failure = tuple(on_failure)
+        # Prefect's hook lists: `hook(flow, run_record, state)`; also added by decorating with
+        # `@my_flow.on_completion` / `.on_failure` / `.on_running`.
+        self.on_completion_hooks: list[Callable] = list(on_completion or ())
+        self.on_failure_hooks: list[Callable] = list(on_failure or ())
+        self.on_running_hooks: list[Callable] = list(on_running or ())
         self.parameter_validator = ParameterValidator(fn, self.name)
         functools.update_wrapper(self, fn)
 
@@ -97,6 +101,21 @@ class Flow(Generic[P, R]):
         from dagrun.deployments.declaration import make_deployment  # see the module docstring
 
         return make_deployment(self, **options)
+
+    def on_completion(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run completes (Prefect's decorator form)."""
+        self.on_completion_hooks.append(fn)
+        return fn
+
+    def on_failure(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run fails or crashes (Prefect's decorator form)."""
+        self.on_failure_hooks.append(fn)
+        return fn
+
+    def on_running(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run enters Running (Prefect's decorator form)."""
+        self.on_running_hooks.append(fn)
+        return fn
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some decorator options changed."""
@@ -124,7 +143,8 @@ class Flow(Generic[P, R]):
             "retry_delay_seconds": self.retry_policy.delay, "timeout_seconds": self.timeout_seconds,
             "validate_parameters": self.validate_parameters, "log_prints": self.log_prints,
             "result_storage": self.result_storage, "notify": self.notify,
-            "on_completion": self.on_completion, "on_failure": self.on_failure,
+            "on_completion": list(self.on_completion_hooks), "on_failure": list(self.on_failure_hooks),
+            "on_running": list(self.on_running_hooks),
         }
 
     def __repr__(self) -> str:

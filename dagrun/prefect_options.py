@@ -9,7 +9,6 @@ one fails where it is decorated, naming the option and what to use instead:
 | `result_storage`           | @task       | `@flow(result_storage=...)` (one store per flow run)      |
 | `result_storage_key`       | @task       | `cache_key_fn=` (the key of the task's store entry)        |
 | `cache_result_in_memory`   | @task @flow | drop it: values stay on the workers until needed          |
-| `on_running`               | @task @flow | log from the task or flow body (`get_run_logger()`)        |
 | `on_rollback` `on_commit`  | @task       | drop it: dagrun has no transactions yet                    |
 | `viz_return_value`         | @task       | drop it: `flow.visualize()` is not available               |
 | `asset_deps`               | @task       | drop it: dagrun does not track assets                     |
@@ -35,7 +34,6 @@ _TASK_INSTEAD = {
     "result_storage": "set it on the flow: @flow(result_storage=...)",
     "result_storage_key": "use cache_key_fn=... to choose the key of the task's stored result",
     "cache_result_in_memory": "drop it: results stay on the workers until they are needed",
-    "on_running": "log from the task body with get_run_logger() instead",
     "on_rollback": "drop it: dagrun has no transactions yet",
     "on_commit": "drop it: dagrun has no transactions yet",
     "viz_return_value": "drop it: dagrun has no flow.visualize()",
@@ -46,7 +44,6 @@ _FLOW_INSTEAD = {
     "persist_result": "set @task(persist_result=True) on the tasks whose results should be stored",
     "result_serializer": "set @task(result_serializer=...) on the tasks",
     "cache_result_in_memory": "drop it: results stay on the workers until they are needed",
-    "on_running": "log from the flow body with get_run_logger() instead",
     "on_cancellation": "use on_failure=... hooks; Cancelled runs are in `dagrun runs ls`",
     "on_crashed": "use on_failure=... hooks (they also run when a flow run crashes)",
 }

@@ -29,6 +29,7 @@ from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
 from dagrun.retry import call_with_retries
 from dagrun.secrets import mask_exception, remember, remember_secrets_in
+from dagrun.state_hooks import TaskRunRecord, with_running_hooks
 from dagrun.states import State
 from dagrun.task_events import AttemptReporter, EventSink
 from dagrun.tracebacks import capture as capture_traceback
@@ -155,6 +156,11 @@ def run_task(
             fn, timeout = task.fn, task.timeout_seconds
             if is_async(fn):  # its own loop per attempt; a timeout cancels the coroutine
                 fn, timeout = sync_callable(fn, timeout), None
+            if task.on_running_hooks:  # called as each attempt starts, here where it runs
+                record = TaskRunRecord(task_run_id, context.task_run_name, task.name, spec.flow_run_id, cache_key)
+                fn = with_running_hooks(fn, task, record, lambda line: capped(
+                    make_log_line(context, logging.ERROR, line, "dagrun.hooks")
+                ))
             value, _ = call_with_retries(
                 reporter.attempts(fn),  # an attempt starts once the slots are held
                 args,

@@ -62,6 +62,7 @@ class Task(Generic[P, R]):
         log_prints: bool | None = None,
         on_completion: Iterable[Callable] = (),
         on_failure: Iterable[Callable] = (),
+        on_running: Iterable[Callable] = (),
         task_run_name: RunName = None,
         cache_policy: CachePolicy | None = None,
         persist_result: bool | None = None,
@@ -99,8 +100,11 @@ class Task(Generic[P, R]):
             raise ConfigError(f"resources of task '{self.name}' must map names to numbers, got {resources!r}")
         self.resources = dict(resources) if resources else None
         self.log_prints = log_prints
-        self.on_completion = tuple(on_completion)
-        self.on_failure = tuple(on_failure)
+        # Prefect's hook lists: `hook(task, run_record, state)`; also added by decorating with
+        # `@my_task.on_completion` / `.on_failure` / `.on_running`.
+        self.on_completion_hooks: list[Callable] = list(on_completion or ())
+        self.on_failure_hooks: list[Callable] = list(on_failure or ())
+        self.on_running_hooks: list[Callable] = list(on_running or ())
         validate_cache_options(self)
         functools.update_wrapper(self, fn)
 
@@ -177,6 +181,21 @@ class Task(Generic[P, R]):
     def retry_condition_fn(self) -> Callable[..., bool] | None:
         return self.retry_policy.condition
 
+    def on_completion(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run completes (Prefect's decorator form)."""
+        self.on_completion_hooks.append(fn)
+        return fn
+
+    def on_failure(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run fails or crashes (Prefect's decorator form)."""
+        self.on_failure_hooks.append(fn)
+        return fn
+
+    def on_running(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run enters Running (Prefect's decorator form)."""
+        self.on_running_hooks.append(fn)
+        return fn
+
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some decorator options changed."""
         options = {**self._options(), **changes}
@@ -194,7 +213,8 @@ class Task(Generic[P, R]):
             "cache_key_fn": self.cache_key_fn, "cache_expiration": self.cache_expiration,
             "refresh_cache": self.refresh_cache, "result_serializer": self.result_serializer,
             "resources": self.resources, "log_prints": self.log_prints,
-            "on_completion": self.on_completion, "on_failure": self.on_failure,
+            "on_completion": list(self.on_completion_hooks), "on_failure": list(self.on_failure_hooks),
+            "on_running": list(self.on_running_hooks),
             "task_run_name": self.task_run_name,
         }
 

@@ -65,6 +65,7 @@ WORKER_SIDE = frozenset({
     "dagrun.run_names",
     "dagrun.runner",
     "dagrun.secrets",
+    "dagrun.state_hooks",
     "dagrun.states",
     "dagrun.task_events",
     "dagrun.tasks",

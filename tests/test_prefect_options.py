@@ -258,7 +258,6 @@ def test_get_run_logger_from_dagrun_logging(executor, run_logs):
     ("result_storage_key", "cache_key_fn"),
     ("cache_result_in_memory", "drop it"),
     ("result_storage", "@flow(result_storage=...)"),
-    ("on_running", "get_run_logger"),
     ("on_commit", "transactions"),
     ("viz_return_value", "visualize"),
     ("asset_deps", "assets"),

@@ -416,3 +416,44 @@ def test_state_hooks_receive_the_task_or_flow_the_record_and_the_state(executor)
     assert ("good", "good", "Completed") in seen
     assert ("bad", "bad", "Failed") in seen
     assert ("hooked", "hooked", "Failed") in seen
+
+
+def test_on_running_hooks_run_where_the_task_runs_before_each_attempt(executor, tmp_path, run_logs):
+    """Prefect's `on_running` hooks: a task's run in the task's process before each attempt's
+    body (a retry enters Running again), a flow's in the driver before its body; a hook that
+    raises is logged on the task run and the run goes on."""
+    events = tmp_path / "events.log"
+
+    def note(line):
+        with open(events, "a") as file:
+            file.write(line + "\n")
+
+    def started(task, task_run, state):
+        note(f"hook {task.name} {task_run.name} {task_run.task_name} {state.name} {os.getpid()}")
+
+    def broken(task, task_run, state):
+        raise RuntimeError("hook broke")
+
+    @task(retries=1, on_running=[broken, started])
+    def flaky():
+        note(f"body {os.getpid()}")
+        if [line.split()[0] for line in events.read_text().splitlines()].count("body") == 1:
+            raise ValueError("first attempt fails")
+        return "ok"
+
+    @flow(executor=executor)
+    def runs():
+        note("flow body")
+        return flaky()
+
+    @runs.on_running
+    def flow_started(flow, flow_run, state):
+        note(f"flow hook {flow.name} {flow_run.flow_name} {state.name} {os.getpid()}")
+
+    assert runs() == "ok"
+    lines = events.read_text().splitlines()
+    assert lines[:2] == [f"flow hook runs runs Running {os.getpid()}", "flow body"], lines
+    body_pid = lines[3].split()[1]
+    assert lines[2:] == [f"hook flaky flaky-0 flaky Running {body_pid}", f"body {body_pid}"] * 2, lines
+    failures = [r.getMessage() for r in run_logs if "hook broke" in r.getMessage()]
+    assert len(failures) == 2 and "Hook 'broken' of 'flaky' failed: RuntimeError: hook broke" in failures[0]
