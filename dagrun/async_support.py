@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -190,9 +191,11 @@ def call_flow_body(fn: Callable[..., Any], parameters: dict[str, Any]) -> Any:
     A generator the body returns is consumed into a list, as Prefect does (a run's result must
     be data); a generator flow (`yield` in the body) is left to its caller."""
     value = fn(**parameters)
-    if inspect.isgenerator(value) and not inspect.isgeneratorfunction(fn):
+    # Exact type checks (neither type can be subclassed): `isinstance` would ask a returned
+    # direct call's future for its `__class__`, and wait for it before the run settles.
+    if type(value) is types.GeneratorType and not inspect.isgeneratorfunction(fn):
         return list(value)
-    if not inspect.iscoroutine(value):
+    if type(value) is not types.CoroutineType:
         return value
     context = contextvars.copy_context()
     outcome: list[tuple[bool, Any]] = []

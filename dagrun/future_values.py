@@ -11,7 +11,9 @@ its exception there. What does not wait:
 | `hash(f)`, `f in a_set`     | identity, so futures are set members and dict keys (as Prefect's) |
 | `f is g`, `f == f`          | identity (a future equals itself without waiting)              |
 | `f._anything`, `f.__x__`    | the future's own (private and protocol names are never forwarded) |
-| `isinstance(f, int)`        | False: C code that checks types (`json.dumps`) needs `.result()` |
+| `isinstance(f, int)`        | waits, for a direct call in a sync flow body (`__class__` is the |
+|                             | value's); else False. C code checking exact types (`json.dumps`) |
+|                             | needs `.result()`                                               |
 
 The value is fetched once and kept by the future, so `x[i]` in a loop and `x.append(...)`
 act on one object in the driver.

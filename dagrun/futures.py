@@ -11,6 +11,7 @@ Also here, with Prefect's names: `unmapped` and `allow_failure` (argument annota
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
@@ -104,6 +105,18 @@ class TaskFuture(StandsForValue, Generic[R]):
 
     def done(self) -> bool:
         return self._tracker.current_state(self._run).is_final()
+
+    @property  # type: ignore[misc] - a proxy's class, as wrapt's ObjectProxy reports it
+    def __class__(self) -> type:
+        """The class of the value, for `isinstance(add_one(1), int)` on a direct call in a sync
+        flow body (Prefect's direct call returns the value). Python asks `__class__` only
+        when `type(future)` is not the class checked, so `isinstance(f, TaskFuture)` never
+        waits. A `.submit()` / `.map()` future, or any future used where an event loop runs
+        (asyncio probes `__class__` in `gather`, `isfuture`, `iscoroutine`), is a `TaskFuture`
+        without waiting. dagrun's own code tells futures by `type(x) is TaskFuture` first."""
+        if self._run.direct and asyncio._get_running_loop() is None:
+            return type(self._value_now())
+        return TaskFuture
 
     def _value_now(self) -> Any:
         """The value, fetched once; a run that did not complete raises as Prefect's direct call

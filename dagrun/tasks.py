@@ -151,7 +151,7 @@ class Task(Generic[P, R]):
         if len(set(lengths.values())) > 1:
             raise ConfigError(f"{self.name}.map(): iterables differ in length: {lengths}")
         count = next(iter(lengths.values()))
-        mapped = [isinstance(column, _Column) for column in columns]
+        mapped = [type(column) is _Column for column in columns]  # never `isinstance`: see TaskFuture.__class__
         keys = list(kwargs)
         calls = []
         for i in range(count):
