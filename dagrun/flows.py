@@ -23,6 +23,7 @@ from dagrun.parameters import ParameterValidator
 from dagrun.prefect_options import reject_options
 from dagrun.retry import RetryPolicy
 from dagrun.run_names import RunName, check_run_name
+from dagrun.state_hooks import HookLists
 from dagrun.task_runners import executor_for
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Flow(Generic[P, R]):
+class Flow(HookLists, Generic[P, R]):
     """A function decorated with `@flow`; `flow.fn` is the undecorated function."""
 
     def __init__(
@@ -80,11 +81,7 @@ class Flow(Generic[P, R]):
         self.log_prints = log_prints
         self.result_storage = result_storage
         self.notify = notify
-        # Prefect's hook lists: `hook(flow, run_record, state)`; also added by decorating with
-        # `@my_flow.on_completion` / `.on_failure` / `.on_running`.
-        self.on_completion_hooks: list[Callable] = list(on_completion or ())
-        self.on_failure_hooks: list[Callable] = list(on_failure or ())
-        self.on_running_hooks: list[Callable] = list(on_running or ())
+        self._set_hooks(on_completion, on_failure, on_running)  # `hook(flow, run_record, state)`
         self.parameter_validator = ParameterValidator(fn, self.name)
         functools.update_wrapper(self, fn)
 
@@ -101,21 +98,6 @@ class Flow(Generic[P, R]):
         from dagrun.deployments.declaration import make_deployment  # see the module docstring
 
         return make_deployment(self, **options)
-
-    def on_completion(self, fn: Callable) -> Callable:
-        """Add `fn` to the hooks called when a run completes (Prefect's decorator form)."""
-        self.on_completion_hooks.append(fn)
-        return fn
-
-    def on_failure(self, fn: Callable) -> Callable:
-        """Add `fn` to the hooks called when a run fails or crashes (Prefect's decorator form)."""
-        self.on_failure_hooks.append(fn)
-        return fn
-
-    def on_running(self, fn: Callable) -> Callable:
-        """Add `fn` to the hooks called when a run enters Running (Prefect's decorator form)."""
-        self.on_running_hooks.append(fn)
-        return fn
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some decorator options changed."""
@@ -143,8 +125,7 @@ class Flow(Generic[P, R]):
             "retry_delay_seconds": self.retry_policy.delay, "timeout_seconds": self.timeout_seconds,
             "validate_parameters": self.validate_parameters, "log_prints": self.log_prints,
             "result_storage": self.result_storage, "notify": self.notify,
-            "on_completion": list(self.on_completion_hooks), "on_failure": list(self.on_failure_hooks),
-            "on_running": list(self.on_running_hooks),
+            **self._hook_options(),
         }
 
     def __repr__(self) -> str:

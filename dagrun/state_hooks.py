@@ -33,6 +33,42 @@ class TaskRunRecord:
     cache_key: str | None
 
 
+class HookLists:
+    """Prefect's hook lists of a task or flow (`on_completion_hooks`, `on_failure_hooks`,
+    `on_running_hooks`) and its decorator form of adding one: `@my_task.on_running`."""
+
+    on_completion_hooks: list[Callable]
+    on_failure_hooks: list[Callable]
+    on_running_hooks: list[Callable]
+
+    def _set_hooks(self, on_completion: Any, on_failure: Any, on_running: Any) -> None:
+        self.on_completion_hooks = list(on_completion or ())
+        self.on_failure_hooks = list(on_failure or ())
+        self.on_running_hooks = list(on_running or ())
+
+    def _hook_options(self) -> dict[str, list[Callable]]:
+        """The hooks as decorator options (copies), for `with_options`."""
+        return {
+            "on_completion": list(self.on_completion_hooks), "on_failure": list(self.on_failure_hooks),
+            "on_running": list(self.on_running_hooks),
+        }
+
+    def on_completion(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run completes."""
+        self.on_completion_hooks.append(fn)
+        return fn
+
+    def on_failure(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run fails or crashes."""
+        self.on_failure_hooks.append(fn)
+        return fn
+
+    def on_running(self, fn: Callable) -> Callable:
+        """Add `fn` to the hooks called when a run enters Running."""
+        self.on_running_hooks.append(fn)
+        return fn
+
+
 ReportError = Callable[[str], None]
 """Where a hook's failure is told (one line); the default logs it on `dagrun.hooks`."""
 

@@ -30,13 +30,14 @@ from dagrun.prefect_options import reject_options
 from dagrun.retry import RetryPolicy, exponential_backoff  # noqa: F401 - `dagrun.tasks.exponential_backoff`, as in Prefect
 from dagrun.run_names import RunName, check_run_name
 from dagrun.runner import TaskSpec, run_task
+from dagrun.state_hooks import HookLists
 from dagrun.states import State, StateType
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Task(Generic[P, R]):
+class Task(HookLists, Generic[P, R]):
     """A function decorated with `@task`; `task.fn` is the undecorated function."""
 
     def __init__(
@@ -100,11 +101,7 @@ class Task(Generic[P, R]):
             raise ConfigError(f"resources of task '{self.name}' must map names to numbers, got {resources!r}")
         self.resources = dict(resources) if resources else None
         self.log_prints = log_prints
-        # Prefect's hook lists: `hook(task, run_record, state)`; also added by decorating with
-        # `@my_task.on_completion` / `.on_failure` / `.on_running`.
-        self.on_completion_hooks: list[Callable] = list(on_completion or ())
-        self.on_failure_hooks: list[Callable] = list(on_failure or ())
-        self.on_running_hooks: list[Callable] = list(on_running or ())
+        self._set_hooks(on_completion, on_failure, on_running)  # `hook(task, run_record, state)`
         validate_cache_options(self)
         functools.update_wrapper(self, fn)
 
@@ -181,21 +178,6 @@ class Task(Generic[P, R]):
     def retry_condition_fn(self) -> Callable[..., bool] | None:
         return self.retry_policy.condition
 
-    def on_completion(self, fn: Callable) -> Callable:
-        """Add `fn` to the hooks called when a run completes (Prefect's decorator form)."""
-        self.on_completion_hooks.append(fn)
-        return fn
-
-    def on_failure(self, fn: Callable) -> Callable:
-        """Add `fn` to the hooks called when a run fails or crashes (Prefect's decorator form)."""
-        self.on_failure_hooks.append(fn)
-        return fn
-
-    def on_running(self, fn: Callable) -> Callable:
-        """Add `fn` to the hooks called when a run enters Running (Prefect's decorator form)."""
-        self.on_running_hooks.append(fn)
-        return fn
-
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some decorator options changed."""
         options = {**self._options(), **changes}
@@ -213,8 +195,7 @@ class Task(Generic[P, R]):
             "cache_key_fn": self.cache_key_fn, "cache_expiration": self.cache_expiration,
             "refresh_cache": self.refresh_cache, "result_serializer": self.result_serializer,
             "resources": self.resources, "log_prints": self.log_prints,
-            "on_completion": list(self.on_completion_hooks), "on_failure": list(self.on_failure_hooks),
-            "on_running": list(self.on_running_hooks),
+            **self._hook_options(),
             "task_run_name": self.task_run_name,
         }
 
