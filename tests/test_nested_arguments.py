@@ -1,0 +1,73 @@
+"""Futures inside dataclasses and pydantic models are resolved before the task runs, as
+Prefect's `visit_collection` resolves them, on every executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pydantic
+
+from dagrun import flow, task
+
+
+@dataclass
+class Batch:
+    name: str
+    sizes: list = field(default_factory=list)
+    label: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.label = f"{self.name}:{len(self.sizes)}"
+
+
+@dataclass(frozen=True)
+class Frozen:
+    value: object
+
+
+class Settings(pydantic.BaseModel):
+    rate: float
+    note: str = "default"
+    _secret: str = pydantic.PrivateAttr(default="")
+
+
+@task
+def size(n: int) -> int:
+    return n * 10
+
+
+@task
+def rate() -> float:
+    return 1.5
+
+
+@task
+def describe(batch: Batch, frozen: Frozen, settings: Settings) -> tuple:
+    return batch.sizes, batch.label, frozen.value, settings.rate, settings.note, settings._secret, type(settings.rate)
+
+
+def test_futures_in_dataclass_and_model_fields_are_resolved_on_every_executor(executor):
+    @flow(executor=executor)
+    def pipeline() -> tuple:
+        settings = Settings(rate=2.0)
+        settings._secret = "kept"
+        settings = settings.model_copy(update={"rate": rate.submit()})  # a future in a model field
+        batch = Batch("b", [size.submit(1), size.submit(2)])
+        return describe(batch, Frozen(size.submit(3)), settings)
+
+    sizes, label, frozen, settings_rate, note, secret, rate_type = pipeline()
+    # Rebuilt through the constructor, as Prefect does: __post_init__ runs on the values.
+    assert (sizes, label, frozen) == ([10, 20], "b:2", 30)
+    assert (settings_rate, note, secret, rate_type) == (1.5, "default", "kept", float)
+
+
+def test_a_dataclass_without_futures_reaches_the_task_as_it_is(executor):
+    @task
+    def same(batch: Batch) -> str:
+        return batch.label
+
+    @flow(executor=executor)
+    def pipeline() -> str:
+        return same(Batch("plain", [1, 2, 3]))
+
+    assert pipeline() == "plain:3"
