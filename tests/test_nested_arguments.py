@@ -71,3 +71,19 @@ def test_a_dataclass_without_futures_reaches_the_task_as_it_is(executor):
         return same(Batch("plain", [1, 2, 3]))
 
     assert pipeline() == "plain:3"
+
+
+@task(cache=True)
+def cached_label(batch: Batch, log: str) -> str:
+    with open(log, "a") as handle:
+        handle.write("ran\n")
+    return batch.label
+
+
+def test_a_cached_task_keys_a_dataclass_holding_futures_by_their_values(executor, calls):
+    @flow(executor=executor)
+    def pipeline(n: int) -> str:
+        return cached_label(Batch("b", [size.submit(n)]), str(calls.path))
+
+    assert [pipeline(1), pipeline(1), pipeline(2)] == ["b:1", "b:1", "b:1"]
+    assert calls.count("ran") == 2  # the same upstream value hits; another one misses
