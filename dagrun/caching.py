@@ -34,7 +34,7 @@ from dagrun.cache_keys import CacheKeyContext, task_identity
 from dagrun.config import dagrun_home
 from dagrun.futures import TaskFuture, allow_failure, unmapped
 from dagrun.hashing import hash_struct, hash_value
-from dagrun.nested import WalkedList, fields_of
+from dagrun.nested import WalkedList, fields_of, holds
 from dagrun.private_files import make_directories
 from dagrun.results import EntryInfo, ResultStore
 
@@ -203,7 +203,7 @@ def _with_upstream_hashes(value: Any, futures: list[Any], upstream_hash: Callabl
     if isinstance(value, WalkedList):  # `task.map`'s FutureList
         return [_with_upstream_hashes(item, futures, upstream_hash) for item in value]
     fields = fields_of(value)
-    if fields:  # a dataclass or model holding futures stands for its class and fields
+    if fields and holds(value, TaskFuture):  # a dataclass or model holding futures: its class and fields
         before = len(futures)
         hashed = {name: _with_upstream_hashes(item, futures, upstream_hash) for name, item in fields.items()}
         if len(futures) > before:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dagrun.futures import TaskFuture, allow_failure, unmapped
-from dagrun.nested import WalkedList, fields_of, instances_in, replaced, travelling
+from dagrun.nested import WalkedList, fields_of, holds, instances_in, replaced, travelling
 
 if TYPE_CHECKING:
     from dagrun.task_runs import TaskRun, TaskRunTracker
@@ -51,7 +51,7 @@ def substitute_handles(
     if isinstance(value, WalkedList):  # `task.map`'s FutureList: a plain list of handles
         return [substitute_handles(item, upstream, handle_of, tolerated) for item in value]
     fields = fields_of(value)
-    if fields:
+    if fields and holds(value, TaskFuture):  # (checked first: `holds` stops at cycles)
         before = len(upstream)
         substituted = {name: substitute_handles(item, upstream, handle_of, tolerated) for name, item in fields.items()}
         if len(upstream) > before:  # holds futures: travels as a tuple the executor walks

@@ -113,49 +113,62 @@ def _rebuilt(cls: type, fields: dict[str, Any], extra: Any) -> Any:
     return model
 
 
-def instances_in(value: Any, kind: type[T], found: list[T]) -> None:
+def instances_in(value: Any, kind: type[T], found: list[T], _seen: set[int] | None = None) -> None:
     """Append every `kind` instance inside `value` to `found`, in walking order (exact type
-    checks: a subclass of list or dict is a value, not a container to walk)."""
+    checks: a subclass of list or dict is a value, not a container to walk). A dataclass or
+    model met again (a cycle: a node's parent) is not walked again, as in Prefect."""
     value_type = type(value)
     if value_type is kind:
         found.append(value)
     elif value_type in _PLAIN:
         return
-    elif value_type in _SEQUENCES:
+    elif value_type in _SEQUENCES or isinstance(value, WalkedList):
         for item in value:
-            instances_in(item, kind, found)
+            instances_in(item, kind, found, _seen)
     elif value_type is dict:
         for item in value.values():
-            instances_in(item, kind, found)
-    elif isinstance(value, WalkedList):
-        for item in value:
-            instances_in(item, kind, found)
+            instances_in(item, kind, found, _seen)
     else:
         fields = fields_of(value)
         if fields:
-            for item in fields.values():
-                instances_in(item, kind, found)
+            _seen = set() if _seen is None else _seen
+            if id(value) not in _seen:
+                _seen.add(id(value))
+                for item in fields.values():
+                    instances_in(item, kind, found, _seen)
 
 
-def replaced(value: Any, kind: type[T], replace: Callable[[T], Any]) -> Any:
+def holds(value: Any, kind: type) -> bool:
+    """Whether a `kind` instance is somewhere inside `value`."""
+    found: list = []
+    instances_in(value, kind, found)
+    return bool(found)
+
+
+def replaced(value: Any, kind: type[T], replace: Callable[[T], Any], _seen: set[int] | None = None) -> Any:
     """`value` with every `kind` instance inside it replaced by `replace(instance)`; containers
-    holding none are returned as they are (a `WalkedList` becomes a plain list)."""
+    holding none are returned as they are (a `WalkedList` becomes a plain list); a dataclass or
+    model met again (a cycle) is left as it is."""
     value_type = type(value)
     if value_type is kind:
         return replace(value)
     if value_type in _PLAIN:
         return value
     if value_type in _SEQUENCES or isinstance(value, WalkedList):
-        items = [replaced(item, kind, replace) for item in value]
+        items = [replaced(item, kind, replace, _seen) for item in value]
         if value_type in _SEQUENCES and all(new is old for new, old in zip(items, value)):
             return value
         return items if isinstance(value, WalkedList) else value_type(items)
     if value_type is dict:
-        items = {key: replaced(item, kind, replace) for key, item in value.items()}
+        items = {key: replaced(item, kind, replace, _seen) for key, item in value.items()}
         return items if any(items[key] is not item for key, item in value.items()) else value
     fields = fields_of(value)
     if fields:
-        new = {name: replaced(item, kind, replace) for name, item in fields.items()}
+        _seen = set() if _seen is None else _seen
+        if id(value) in _seen:
+            return value
+        _seen.add(id(value))
+        new = {name: replaced(item, kind, replace, _seen) for name, item in fields.items()}
         if any(new[name] is not item for name, item in fields.items()):
             return with_fields(value, new)
     return value

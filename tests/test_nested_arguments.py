@@ -61,16 +61,26 @@ def test_futures_in_dataclass_and_model_fields_are_resolved_on_every_executor(ex
     assert (settings_rate, note, secret, rate_type) == (1.5, "default", "kept", float)
 
 
-def test_a_dataclass_without_futures_reaches_the_task_as_it_is(executor):
-    @task
-    def same(batch: Batch) -> str:
-        return batch.label
+@dataclass(eq=False)
+class Node:
+    name: str
+    parent: Node | None = None
+    children: list = field(default_factory=list)
 
+
+@task
+def family(node: Node, batch: Batch) -> tuple:
+    return node.children[0].parent.name, batch.label
+
+
+def test_dataclasses_without_futures_reach_the_task_as_they_are_cycles_too(executor):
     @flow(executor=executor)
-    def pipeline() -> str:
-        return same(Batch("plain", [1, 2, 3]))
+    def pipeline() -> tuple:
+        root = Node("root")
+        root.children.append(Node("leaf", parent=root))  # a cycle: walked once, as in Prefect
+        return family(root, Batch("plain", [1, 2, 3]))
 
-    assert pipeline() == "plain:3"
+    assert pipeline() == ("root", "plain:3")
 
 
 @task(cache=True)
