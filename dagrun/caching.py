@@ -34,7 +34,7 @@ from dagrun.cache_keys import CacheKeyContext, task_identity
 from dagrun.config import dagrun_home
 from dagrun.futures import TaskFuture, allow_failure, unmapped
 from dagrun.hashing import hash_struct, hash_value
-from dagrun.nested import WalkedList
+from dagrun.nested import WalkedList, fields_of, holds
 from dagrun.private_files import make_directories
 from dagrun.results import EntryInfo, ResultStore
 
@@ -186,7 +186,8 @@ def _policy_key_parts(
 
 
 def _with_upstream_hashes(value: Any, futures: list[Any], upstream_hash: Callable[[Any], str]) -> Any:
-    """`value` with futures (nested in list/tuple/dict/set) replaced by their content hashes."""
+    """`value` with futures (nested in list/tuple/dict/set, dataclass and model fields)
+    replaced by their content hashes."""
     kind = type(value)
     if kind is TaskFuture:
         futures.append(value)
@@ -201,6 +202,12 @@ def _with_upstream_hashes(value: Any, futures: list[Any], upstream_hash: Callabl
         return {key: _with_upstream_hashes(item, futures, upstream_hash) for key, item in value.items()}
     if isinstance(value, WalkedList):  # `task.map`'s FutureList
         return [_with_upstream_hashes(item, futures, upstream_hash) for item in value]
+    fields = fields_of(value)
+    if fields and holds(value, TaskFuture):  # a dataclass or model holding futures: its class and fields
+        before = len(futures)
+        hashed = {name: _with_upstream_hashes(item, futures, upstream_hash) for name, item in fields.items()}
+        if len(futures) > before:
+            return ("dagrun-fields", f"{type(value).__module__}.{type(value).__qualname__}", hashed)
     return value
 
 

@@ -1,4 +1,5 @@
-"""Walks over a task call's arguments, for the futures nested in them (list, tuple, set, dict).
+"""Walks over a task call's arguments, for the futures nested in them (list, tuple, set, dict,
+dataclass and pydantic model fields: see `dagrun.nested`).
 
 The tracker needs them three ways: the upstream runs a call depends on, the same arguments with
 executor handles in place of futures (what is submitted), and a fingerprint that names upstream
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dagrun.futures import TaskFuture, allow_failure, unmapped
-from dagrun.nested import WalkedList, instances_in
+from dagrun.nested import WalkedList, fields_of, holds, instances_in, replaced, travelling
 
 if TYPE_CHECKING:
     from dagrun.task_runs import TaskRun, TaskRunTracker
@@ -24,7 +25,8 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 def substitute_handles(
     value: Any, upstream: list[TaskRun], handle_of: Callable[[TaskRun], Any], tolerated: list[TaskRun] | None = None
 ) -> Any:
-    """Copy of `value` with TaskFutures (nested in list/tuple/dict/set) replaced by handles;
+    """Copy of `value` with TaskFutures (nested in list/tuple/dict/set, or in the fields of a
+    dataclass or model, which then travels as `dagrun.nested.travelling`) replaced by handles;
     the futures' runs are appended to `upstream`. Inside `allow_failure(...)`, a run that did
     not complete stands for its exception, and its run is also appended to `tolerated`."""
     kind = type(value)
@@ -48,6 +50,12 @@ def substitute_handles(
         return substituted
     if isinstance(value, WalkedList):  # `task.map`'s FutureList: a plain list of handles
         return [substitute_handles(item, upstream, handle_of, tolerated) for item in value]
+    fields = fields_of(value)
+    if fields and holds(value, TaskFuture):  # (checked first: `holds` stops at cycles)
+        before = len(upstream)
+        substituted = {name: substitute_handles(item, upstream, handle_of, tolerated) for name, item in fields.items()}
+        if len(upstream) > before:  # holds futures: travels as a tuple the executor walks
+            return travelling(value, substituted)
     return value
 
 
@@ -82,7 +90,7 @@ def upstream_of(run: TaskRun) -> list[TaskRun]:
 
 
 def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
-    """`value` with TaskFutures nested in list/tuple/dict/set replaced by their results,
+    """`value` with TaskFutures nested in it (see `dagrun.nested`) replaced by their results,
     fetched in one round trip."""
     futures: list[TaskFuture] = []
     instances_in(value, TaskFuture, futures)
@@ -90,20 +98,8 @@ def resolve_futures(value: Any, tracker: TaskRunTracker) -> Any:
         return value
     for future in futures:
         future._run.seen = True  # used as values: a failure raises here, in the flow body
-    return _replace_futures(value, dict(zip(map(id, futures), tracker.results(futures))))
-
-
-def _replace_futures(value: Any, results: dict[int, Any]) -> Any:
-    kind = type(value)
-    if kind is TaskFuture:
-        return results[id(value)]
-    if kind in (list, tuple, set, frozenset):
-        return kind(_replace_futures(item, results) for item in value)
-    if kind is dict:
-        return {key: _replace_futures(item, results) for key, item in value.items()}
-    if isinstance(value, WalkedList):
-        return [_replace_futures(item, results) for item in value]
-    return value
+    results = dict(zip(map(id, futures), tracker.results(futures)))
+    return replaced(value, TaskFuture, lambda future: results[id(future)])
 
 
 def fingerprint(run: TaskRun) -> str | None:

@@ -27,6 +27,7 @@ from dagrun.results import CacheMiss, ResultStore
 from dagrun.results.serializers import dumps
 from dagrun.log_cap import CappedLog, log_cap_bytes
 from dagrun.logs import capture_prints, make_log_line
+from dagrun.nested import arrived
 from dagrun.retry import call_with_retries
 from dagrun.secrets import mask_exception, remember, remember_secrets_in
 from dagrun.state_hooks import TaskRunRecord, with_running_hooks
@@ -116,6 +117,7 @@ def run_task(
     `events` too (`dagrun.task_events`), for the run history.
     """
     task = spec.task
+    args, kwargs = arrived(args), arrived(kwargs)  # dataclasses and models that held futures
     cap = spec.log_cap_bytes if spec.log_cap_bytes is not None else log_cap_bytes()
     capped = CappedLog(log_sink, cap or None)  # the run's lines; records go to log_sink
     context = TaskRunContext(

@@ -4,6 +4,7 @@
 |----------------------------|------------------------------------------------------------|
 | inside a running flow      | submits at once and returns a `TaskFuture` (its value's stand-in) |
 | inside a task, or no flow  | runs in this process (with retries) and returns the value  |
+| `.submit()` / `.map()` in a task | nested runs on threads of this process (`dagrun.nested_runs`) |
 | with `return_state=True`   | the call's final `State` (waits for it inside a flow)      |
 """
 
@@ -26,6 +27,7 @@ from dagrun.errors import ConfigError, DagrunError
 from dagrun.call_sites import result_discarded
 from dagrun.futures import FutureList, TaskFuture, allow_failure, unmapped
 from dagrun.logs import print_log_line
+from dagrun.nested_runs import NestedRuns
 from dagrun.prefect_options import reject_options
 from dagrun.retry import RetryPolicy, exponential_backoff  # noqa: F401 - `dagrun.tasks.exponential_backoff`, as in Prefect
 from dagrun.run_names import RunName, check_run_name
@@ -200,11 +202,15 @@ class Task(HookLists, Generic[P, R]):
         }
 
     def _tracker(self, method: str) -> Any:
+        """Where `.submit()` / `.map()` send calls: the running flow's tracker, or inside a
+        task, nested runs in this process (`dagrun.nested_runs`), as in Prefect."""
+        if current_task_run() is not None:
+            return NestedRuns(_run_nested)
         flow_run = current_flow_run()
-        if flow_run is None or current_task_run() is not None:
+        if flow_run is None:
             raise DagrunError(
-                f"{self.name}.{method}() needs a running flow: call it inside a @flow function, "
-                f"or call {self.name}(...) directly to run it in this process"
+                f"{self.name}.{method}() needs a running flow or task: call it inside a @flow or "
+                f"@task function, or call {self.name}(...) directly to run it in this process"
             )
         return flow_run.engine.tasks
 
@@ -218,14 +224,14 @@ class Task(HookLists, Generic[P, R]):
         except Exception as exc:  # noqa: BLE001 - the state carries it, as Prefect's does
             return State(StateType.FAILED, message=f"{type(exc).__name__}: {exc}", exception=exc)
 
-    def _run_here(self, args: tuple, kwargs: dict) -> R:
+    def _run_here(self, args: tuple, kwargs: dict, run_id: str | None = None) -> R:
         """Run in this process, with retries and timeout, outside any flow's task tracking."""
         outer = current_task_run() or current_flow_run()
         log_prints = self.log_prints if self.log_prints is not None else bool(outer and outer.log_prints)
         spec = TaskSpec(
             self, outer.flow_run_id if outer else None, outer.flow_run_name if outer else None, log_prints
         )
-        run_id = uuid.uuid4().hex
+        run_id = run_id or uuid.uuid4().hex
         if self.cache and outer is None:  # outside any run: in the result store, as in a flow
             from dagrun.direct_cache import call_cached  # driver-side: see the module docstring
 
@@ -268,6 +274,11 @@ def _iterable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _run_nested(task: Task, args: tuple, kwargs: dict, run_id: str) -> Any:
+    """A nested run's call (see `dagrun.nested_runs`), in the submitting task run's context."""
+    return task._run_here(args, kwargs, run_id)
 
 
 def _print_lines_only(line: dict) -> None:

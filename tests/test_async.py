@@ -278,3 +278,44 @@ def test_dagrun_run_runs_an_async_flow_from_a_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["squares [0, 1, 4, 9]"]
     assert "Finished in state Completed" in result.stderr
+
+
+_MANY = 40  # more than the thread executor's default pool (min(32, CPUs + 4))
+_meeting: dict[str, asyncio.Barrier] = {}  # keyed by flow run: every task awaits the others
+_running = {"now": 0, "most": 0}
+
+
+@task
+async def meet(run: str) -> int:
+    barrier = _meeting.setdefault(run, asyncio.Barrier(_MANY))  # all on the one task loop
+    return await asyncio.wait_for(barrier.wait(), timeout=30)
+
+
+def test_async_tasks_on_the_thread_executor_all_run_at_once():
+    from dagrun.executors import ThreadExecutor
+
+    @flow(executor=ThreadExecutor())
+    async def gathering(run: str) -> list[int]:
+        return sorted(await asyncio.gather(*[meet(run) for _ in range(_MANY)]))
+
+    # Each task waits until all _MANY are waiting: only true if none waits for a pool thread.
+    assert asyncio.run(gathering("default-pool")) == list(range(_MANY))
+
+
+@task
+async def counted() -> None:
+    _running["now"] += 1  # on the one task loop: no lock needed
+    _running["most"] = max(_running["most"], _running["now"])
+    await asyncio.sleep(0.05)
+    _running["now"] -= 1
+
+
+def test_an_explicit_max_workers_bounds_async_tasks_too():
+    from dagrun.task_runners import ThreadPoolTaskRunner
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    async def bounded() -> None:
+        await asyncio.gather(*[counted() for _ in range(8)])
+
+    asyncio.run(bounded())
+    assert _running["most"] == 2

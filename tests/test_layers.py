@@ -53,6 +53,7 @@ WORKER_SIDE = frozenset({
     "dagrun.log_cap",
     "dagrun.logs",
     "dagrun.nested",
+    "dagrun.nested_runs",
     "dagrun.private_files",
     "dagrun.results",
     "dagrun.results.envelope",

@@ -12,6 +12,10 @@ Python cannot stop a running thread: cancelling cancels the calls not yet starte
 cancelled run's session shuts down without waiting for the calls still running. The pool's
 threads are daemon threads (`DaemonThreads`), so such a call does not hold up the process's
 exit either (`dagrun run` of a flow that timed out ends then, not when the call would have).
+`async def` tasks wait on the process's task event loop (`dagrun.async_support`): a waiting
+coroutine uses no CPU, so with the default pool size they do not count against it and run on
+threads of their own (Prefect's `ThreadPoolTaskRunner` is unbounded by default: a thread per
+call); an explicit `max_workers` bounds sync and async calls together, as in Prefect.
 Tag concurrency limits (`dagrun concurrency set TAG N`) are read once per flow run and hold
 among that run's threads (a semaphore per limited tag, taken in tag order).
 """
@@ -23,12 +27,14 @@ import contextvars
 import dataclasses
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from dagrun.async_support import is_async
 from dagrun.concurrency import read_limits
 
 from dagrun.errors import ConfigError
@@ -128,6 +134,8 @@ class ThreadSession(ExecutorSession):
         concurrency_limits: Callable[[], Mapping[str, int]] = read_limits,
     ) -> None:
         self._pool = DaemonThreads(max_workers)
+        # Async calls mostly wait: unbounded beside the default pool, in the given one otherwise.
+        self._async_pool = self._pool if max_workers else DaemonThreads(sys.maxsize)
         self._on_log = on_log
         self._on_events = on_events
         self._lock = threading.Lock()
@@ -135,17 +143,19 @@ class ThreadSession(ExecutorSession):
         self._cancelled = False
         self._read_limits = concurrency_limits
         self._semaphores: dict[str, threading.BoundedSemaphore] | None = None  # tag -> slots, read once
-        self._specs: dict[int, tuple[TaskSpec, TaskSpec]] = {}  # id(spec) -> (spec, with its slots)
+        self._specs: dict[int, tuple[TaskSpec, TaskSpec, DaemonThreads]] = {}  # id(spec) -> (spec, with its slots, pool)
 
     # ---------------------------------------------------------------- starting calls
     def submit_many(self, submissions: Sequence[Submission]) -> list[ThreadHandle]:
-        return [
-            self._when_done(self._dependencies(s), self._call, dataclasses.replace(s, spec=self._limited(s.spec)))
-            for s in submissions
-        ]
+        handles = []
+        for s in submissions:
+            spec, pool = self._placed(s.spec)
+            handles.append(self._when_done(self._dependencies(s), self._call, dataclasses.replace(s, spec=spec), pool=pool))
+        return handles
 
-    def _limited(self, spec: TaskSpec) -> TaskSpec:
-        """`spec` holding a slot of each limited tag of its task while it runs."""
+    def _placed(self, spec: TaskSpec) -> tuple[TaskSpec, DaemonThreads]:
+        """`spec` holding a slot of each limited tag of its task while it runs, and the pool
+        its calls run in (decided once per task)."""
         entry = self._specs.get(id(spec))
         if entry is None:
             tags = sorted(getattr(spec.task, "tags", ()) or ())
@@ -153,8 +163,9 @@ class ThreadSession(ExecutorSession):
                 self._semaphores = {tag: threading.BoundedSemaphore(n) for tag, n in self._read_limits().items()}
             held = [self._semaphores[tag] for tag in tags if tag in (self._semaphores or {})]
             limited = dataclasses.replace(spec, concurrency_slots=lambda: _holding(held)) if held else spec
-            entry = self._specs[id(spec)] = (spec, limited)  # holding `spec` pins its id
-        return entry[1]
+            pool = self._async_pool if is_async(spec.task.fn) else self._pool
+            entry = self._specs[id(spec)] = (spec, limited, pool)  # holding `spec` pins its id
+        return entry[1], entry[2]
 
     def load(self, spec: TaskSpec, cache_key: str, *, key: str) -> ThreadHandle:
         return self._when_done([], load_result, spec, cache_key)
@@ -179,8 +190,11 @@ class ThreadSession(ExecutorSession):
         if self._on_events is not None:  # same process, same clock: only `worker` to fill in
             self._on_events([event._replace(worker=WORKER_NAME)])
 
-    def _when_done(self, dependencies: list[ThreadHandle], fn: Callable[..., Any], *args: Any) -> ThreadHandle:
-        """A handle for `fn(*args)`, handed to the pool once every dependency is done."""
+    def _when_done(
+        self, dependencies: list[ThreadHandle], fn: Callable[..., Any], *args: Any, pool: DaemonThreads | None = None
+    ) -> ThreadHandle:
+        """A handle for `fn(*args)`, handed to `pool` (the sync pool by default) once every
+        dependency is done."""
         handle = ThreadHandle()
         waiting = [len(dependencies) + 1]  # +1 until every callback is attached
 
@@ -189,14 +203,14 @@ class ThreadSession(ExecutorSession):
                 waiting[0] -= 1
                 ready = waiting[0] == 0
             if ready:
-                self._start(handle, fn, args)
+                self._start(handle, fn, args, pool or self._pool)
 
         for dependency in dependencies:
             dependency.add_done_callback(one_done)
         one_done()
         return handle
 
-    def _start(self, handle: ThreadHandle, fn: Callable[..., Any], args: tuple) -> None:
+    def _start(self, handle: ThreadHandle, fn: Callable[..., Any], args: tuple, pool: DaemonThreads) -> None:
         def work() -> None:
             if not handle.set_running_or_notify_cancel():
                 return  # cancelled before it started
@@ -208,7 +222,7 @@ class ThreadSession(ExecutorSession):
                 handle.set_result(value)
 
         try:
-            self._pool.submit(work)
+            pool.submit(work)
         except RuntimeError as exc:  # the pool is shut down: the run is over
             if handle.set_running_or_notify_cancel():
                 handle.set_exception(exc)
@@ -260,12 +274,16 @@ class ThreadSession(ExecutorSession):
 
     def shutdown(self) -> None:
         # After a cancel (or Ctrl-C), calls still running are not waited for.
-        self._pool.shutdown(wait=not (self._cancelled or self._interrupted))
+        wait = not (self._cancelled or self._interrupted)
+        self._pool.shutdown(wait=wait)
+        if self._async_pool is not self._pool:
+            self._async_pool.shutdown(wait=wait)
 
 
 class ThreadExecutor(Executor):
     """Run tasks concurrently in a pool of `max_workers` threads of the driver (default:
-    Python's `ThreadPoolExecutor` default, min(32, CPUs + 4))."""
+    Python's `ThreadPoolExecutor` default, min(32, CPUs + 4), for sync tasks; async tasks then
+    all run at once, see the module docstring)."""
 
     def __init__(self, max_workers: int | None = None) -> None:
         if max_workers is not None and (
