@@ -47,7 +47,7 @@ def failure_summary(run: FlowRunFacts, state: State) -> dict[str, Any]:
         "flow_name": run.flow_name,
         "flow_run_id": run.id,
         "flow_run_name": run.name,
-        "state": state.name,
+        "state": state.type.value,  # "Failed" / "Crashed", also for a custom-named state
         "failed_task": run.failed_task,
         "error": f"{type(error).__name__}: {error}".splitlines()[0] if error is not None else state.message,
         "duration_seconds": duration,
