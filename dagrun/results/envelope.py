@@ -149,8 +149,11 @@ def encode(
 
 
 def read_head(reader: Reader, key: str, url: str, signing_key: bytes | None) -> Head:
-    """Checks 1 and 2 of the trust policy: read the head (only) and verify it."""
-    needed = _head_length(reader.fill(_PREAMBLE.size))
+    """Checks 1 and 2 of the trust policy: read the head and verify it.
+
+    The first read takes what the caller's buffer holds, up to one payload chunk, so a small
+    entry (and the head of any) comes in one system call rather than one per part."""
+    needed = _head_length(reader.fill(max(_PREAMBLE.size, min(len(reader.buffer), _READ_CHUNK))))
     return _verified_head(reader.fill(needed), reader.size, key, url, signing_key)
 
 
