@@ -227,8 +227,9 @@ def _save_explanations(flow_name: str, data: dict[str, Any]) -> None:
     path = _explanations_path(flow_name)
     try:
         make_directories(path.parent)  # files: NamedTemporaryFile makes them 0600
+        text = json.dumps(data)  # then one write: json.dump writes each small piece on its own
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump(data, handle)
+            handle.write(text)
         os.replace(handle.name, path)
     except OSError:
         pass  # explanations are a convenience; a read-only home must not fail the flow

@@ -55,7 +55,13 @@ async def _wait_done(
     """Wait for futures to be done in any way (unlike `distributed.wait`, which raises when
     one was cancelled: a cancelled task is an outcome the engine classifies itself), or until
     the session is interrupted (`woken` set: the run is being cancelled)."""
-    waiters = [asyncio.ensure_future(future._state.wait()) for future in futures]
+    if return_when == asyncio.ALL_COMPLETED:
+        # One coroutine awaiting each in turn (a done one returns at once), not a task per
+        # future: 2,000 waiting tasks cost the client's loop, which the scheduler of a local
+        # cluster competes with for the GIL, more than the wait itself.
+        waiters = [asyncio.ensure_future(_each_done(futures))]
+    else:
+        waiters = [asyncio.ensure_future(future._state.wait()) for future in futures]
     done = asyncio.ensure_future(asyncio.wait(waiters, return_when=return_when))
     wake = asyncio.ensure_future(woken.wait())
     try:
@@ -63,6 +69,11 @@ async def _wait_done(
     finally:
         for waiter in (*waiters, done, wake):
             waiter.cancel()
+
+
+async def _each_done(futures: Sequence[distributed.Future]) -> None:
+    for future in futures:
+        await future._state.wait()
 
 
 def _is_loopback(address: str | None) -> bool:

@@ -8,10 +8,12 @@ and task events (start, attempts, end) on a topic of their own (`dask_events`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +29,10 @@ from dagrun.secrets import mask_record
 from dagrun.task_events import TaskEvent
 
 REPORT_WAIT = 0.01  # seconds a task waits at most for its worker's queued messages to go out
+_QUEUE_TURNS = 50  # loop turns a task's report may take to be queued after its thread returned
+# Per worker's batched stream: how many of its messages are known to be written (see
+# `_reports_sent`); weak, so a closed worker's stream is not kept.
+_WRITTEN: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def dask_setup(worker: Any) -> None:
@@ -68,19 +74,66 @@ def _reports_sent(wait: float = REPORT_WAIT) -> None:
     """Let the worker send what it has queued for the scheduler (the previous task's
     `task-finished`, batched for up to 2 ms) before user code that may end the process runs:
     the scheduler then knows that task finished, and blames a death on the one that ran after
-    it (`dask_deaths.Death`), not on a task that only waited there."""
+    it (`dask_deaths.Death`), not on a task that only waited there.
+
+    Usually that was done already: each task, as it ends, has its own report sent as soon as
+    the worker queues it (`_send_ahead`), so the next task starts without waiting. Otherwise
+    the queue is sent at once (not at the end of Dask's batching interval, which cost a
+    short task on a one-thread worker up to 2 ms) and this waits for the write."""
     try:
         worker = distributed.get_worker()
         stream = worker.batched_stream
     except (ValueError, AttributeError):
         return
-    deadline = time.monotonic() + wait
-    while stream.buffer and time.monotonic() < deadline:
-        time.sleep(0.0005)  # the worker's event loop takes the batch; there is nothing to wait on
-    # The batch is written by a coroutine the loop starts on its next turn: one turn after it.
+    if _WRITTEN.get(stream, 0) >= stream.message_count:
+        return  # everything queued before this task has been written
+    if not stream.buffer and stream.next_deadline is None:
+        return  # its sender is idle: the same
     written = threading.Event()
-    worker.loop.add_callback(written.set)
-    written.wait(max(deadline - time.monotonic(), 0.0))
+    worker.loop.add_callback(_send_queued, stream, time.monotonic() + wait, written)
+    written.wait(wait)
+
+
+def _send_ahead(wait: float = REPORT_WAIT) -> None:
+    """Called by a task's thread as it ends: have its report sent once the worker queues it."""
+    try:
+        worker = distributed.get_worker()
+        stream = worker.batched_stream
+    except (ValueError, AttributeError):
+        return
+    worker.loop.add_callback(_send_when_queued, stream, stream.message_count, time.monotonic() + wait)
+
+
+async def _send_when_queued(stream: Any, count: int, deadline: float) -> None:
+    """On the worker's loop: once a message beyond the first `count` is queued (the ended
+    task's report, a few turns after its thread returned), send the queue at once."""
+    for _ in range(_QUEUE_TURNS):
+        if stream.message_count > count:
+            await _send_queued(stream, deadline)
+            return
+        await asyncio.sleep(0)
+
+
+async def _send_queued(stream: Any, deadline: float, written: threading.Event | None = None) -> None:
+    """On the worker's loop: have `stream` (a `BatchedSend`) write its queue now; once the
+    write has reached the socket, note how many messages are written and set `written`."""
+    try:
+        turns = 0
+        while stream.buffer and time.monotonic() < deadline:
+            stream.next_deadline = None  # no batching interval for this send
+            stream.waker.set()
+            turns += 1  # its sender takes the queue within a turn or two, unless mid-write
+            await asyncio.sleep(0 if turns < 8 else 0.0005)
+        if stream.buffer:
+            return
+        taken = stream.message_count  # every message counted so far has left the queue
+        # The batch is written by a coroutine the loop starts a turn after taking it.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        _WRITTEN[stream] = max(_WRITTEN.get(stream, 0), taken)
+    finally:
+        if written is not None:
+            written.set()
 
 
 def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: dict, cache_key: str | None) -> Any:
@@ -97,6 +150,7 @@ def _run(spec: SharedSpec, task_run_id: str, index: int, args: tuple, kwargs: di
             batches_of(distributed.get_worker()).flush()  # the run's last lines before its result
         except ValueError:
             pass
+        _send_ahead()
 
 
 # Three entry points, so the common call ships only what it uses (fewer graph nodes per task).

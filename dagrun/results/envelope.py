@@ -58,6 +58,7 @@ _PREAMBLE = struct.Struct("<8sHHI16s")
 # The payload is read and hashed in chunks: large enough that an uncached file is read in big
 # requests, small enough that each chunk is hashed while still in the CPU's cache.
 _READ_CHUNK = 8 << 20
+_FIRST_READ = 1 << 20  # a read of an entry starts with up to this much: all of a small one
 FRAME_ALIGNMENT = 64  # a cache line; numpy wants 16 at most
 _PAGE_SIZE = 4096
 _PAYLOAD_MAC_PREFIX = b"dagrun-result-payload\x00"
@@ -149,8 +150,12 @@ def encode(
 
 
 def read_head(reader: Reader, key: str, url: str, signing_key: bytes | None) -> Head:
-    """Checks 1 and 2 of the trust policy: read the head (only) and verify it."""
-    needed = _head_length(reader.fill(_PREAMBLE.size))
+    """Checks 1 and 2 of the trust policy: read the head and verify it.
+
+    The first read takes what the caller's buffer holds, up to `_FIRST_READ`, so a small entry
+    (and the head of any) comes in one system call rather than one per part; a large payload
+    is still read chunk by chunk as it is hashed (`verify_payload`)."""
+    needed = _head_length(reader.fill(max(_PREAMBLE.size, min(len(reader.buffer), _FIRST_READ))))
     return _verified_head(reader.fill(needed), reader.size, key, url, signing_key)
 
 
