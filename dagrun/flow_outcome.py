@@ -3,7 +3,8 @@
 Prefect 3's rules (DESIGN section 2, Flows), in order:
 1. A returned `State` is the final state (`Completed(message=...)`, `Failed(...)`, a custom
    name kept); a returned list/tuple/set of only states and futures fails the run when one of
-   them did not complete (Cancelled when one was cancelled); a state among other values is a
+   them did not complete (Cancelled when one was cancelled, Crashed when each failure is a
+   crash); a state among other values is a
    value (`("bar", failed_state)` completes); a returned future that failed, nested anywhere,
    fails the run (its value is what the flow returns, and it has none).
 2. A direct call that did not complete and that the body never looked at fails the run with
@@ -88,7 +89,9 @@ def returned_state(value: Any) -> State | None:
         return None
     cancelled = [state for state in failed if state.type is StateType.CANCELLED]
     first = (cancelled or failed)[0]
-    kind = StateType.CANCELLED if cancelled else StateType.FAILED
+    # Only the infrastructure failed (every failure a crash): the run is Crashed, not Failed.
+    crashed = all(state.type is StateType.CRASHED for state in failed)
+    kind = StateType.CANCELLED if cancelled else StateType.CRASHED if crashed else StateType.FAILED
     verb = "were cancelled" if cancelled else "did not complete"
     message = f"{len(cancelled or failed)}/{len(outcomes)} returned states {verb}: {first.message}"
     return State(kind, message=message, exception=first.exception or FailedStateError(message))

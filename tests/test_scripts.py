@@ -103,3 +103,34 @@ def test_a_script_without_main_guard_runs_once_and_exits(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("RESULT hello world") == 1  # worker re-imports do not run it
     assert result.stderr.count("Beginning flow run") == 1
+
+
+SPLICING_SCRIPT = textwrap.dedent(
+    '''
+    from dagrun import flow, task
+
+    @task
+    def chatter(name: str) -> None:
+        for line in range(3000):
+            print(f"{name} says line {line}")
+
+    @flow
+    def chatty():
+        left, right = chatter.submit("left"), chatter.submit("right")
+        left.wait(), right.wait()
+
+    if __name__ == "__main__":
+        chatty()
+    '''
+)
+
+
+def test_tasks_printing_at_once_on_two_workers_never_splice_their_lines(tmp_path):
+    """Worker processes share the script's stdout: each printed line arrives whole."""
+    script = tmp_path / "chatty.py"
+    script.write_text(SPLICING_SCRIPT)
+    result = run_script(script)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "says" in line]
+    expected = {f"{name} says line {n}" for name in ("left", "right") for n in range(3000)}
+    assert set(lines) == expected and len(lines) == 6000, [line for line in lines if line not in expected][:5]

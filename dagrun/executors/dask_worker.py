@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -43,8 +45,13 @@ def dask_setup(worker: Any) -> None:
     too. The driver handles it: it cancels the run, then closes the cluster. A worker dying of
     it mid-task instead prints a traceback and races its nanny's restart against that close.
     Their "Compute Failed" log of dagrun's tasks is silenced: the driver reports each failure.
+    Their output is written a whole line at a time: the workers share the driver's terminal,
+    and two tasks printing at once on two workers must not splice their lines together.
     """
     silence_compute_failed()
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
