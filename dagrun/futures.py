@@ -200,9 +200,9 @@ def as_completed(futures: Iterable[TaskFuture], timeout: float | None = None) ->
     deadline = None if timeout is None else time.monotonic() + timeout
     pending = list(dict.fromkeys(futures))  # unique, in the given order
     total = len(pending)
+    for future in pending:
+        future._run.seen = True  # the flow looks at each outcome: a failure is its to handle
     while pending:
-        for future in pending:
-            future._run.seen = True
         finished = [future for future in pending if future.done()]
         if finished:
             yielded = set(map(id, finished))
